@@ -1,0 +1,113 @@
+"""Figures a person looks at: image galleries with overlays, and training curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cxrlab.utils import atomic_path  # noqa: E402
+
+GOOD, BAD = "#1a9850", "#d73027"
+
+
+@dataclass
+class Panel:
+    """One image of a gallery.
+
+    Attributes:
+        image: Grayscale image (H, W).
+        title: Caption above the image.
+        heatmap: Optional map (H, W) in [0, 1] drawn over the image.
+        color: Optional frame colour (e.g. green for correct, red for wrong).
+    """
+
+    image: np.ndarray
+    title: str = ""
+    heatmap: np.ndarray | None = None
+    color: str | None = None
+
+
+def save_gallery(
+    rows: Sequence[Sequence[Panel]],
+    path: str | Path,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    panel_size: float = 1.6,
+) -> Path:
+    """Save rows of panels as one PNG; rows may differ in length.
+
+    Args:
+        rows: The panels, row by row.
+        path: The PNG to write (atomically).
+        row_labels: One label per row, written at its left.
+        title: The figure's title.
+        panel_size: Inches per panel.
+
+    Returns:
+        The path written.
+    """
+    n_rows, n_cols = len(rows), max((len(r) for r in rows), default=1)
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(panel_size * n_cols + 1.2, panel_size * n_rows + 0.6),
+        squeeze=False,
+    )
+    for r, row in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(row):
+                ax.axis("off")
+                continue
+            panel = row[c]
+            ax.imshow(panel.image, cmap="gray", vmin=0, vmax=255 if panel.image.max() > 1 else 1)
+            if panel.heatmap is not None:
+                ax.imshow(panel.heatmap, cmap="jet", alpha=0.4, vmin=0, vmax=1)
+            ax.set_title(panel.title, fontsize=7)
+            for spine in ax.spines.values():
+                spine.set_visible(panel.color is not None)
+                if panel.color:
+                    spine.set_edgecolor(panel.color)
+                    spine.set_linewidth(2.5)
+        if row_labels:
+            axes[r][0].set_ylabel(row_labels[r], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_training_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
+    """Plot losses and validation metrics per epoch, side by side, as a PNG."""
+    epochs = [row["epoch"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for key in ("train_loss", "val_loss"):
+        left.plot(epochs, [row[key] for row in history], marker="o", label=key.replace("_", " "))
+    left.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    for key in ("val_auc", "val_accuracy", "val_balanced_accuracy"):
+        right.plot(
+            epochs, [row[key] for row in history], marker="o", label=key[4:].replace("_", " ")
+        )
+    right.set(xlabel="epoch", title="validation")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return path

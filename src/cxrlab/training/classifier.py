@@ -1,0 +1,248 @@
+"""Training loop for the PneumoniaMNIST classifier, with per-epoch checkpoints and resume.
+
+Each epoch's shuffling, augmentation and dropout are seeded from (seed, epoch), so
+an interrupted run that resumes from its last checkpoint ends with the same
+weights as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from cxrlab.data.pneumoniamnist import Split
+from cxrlab.data.transforms import to_tensor
+from cxrlab.errors import ConfigError
+from cxrlab.evaluation.classification import binary_metrics
+from cxrlab.models.classifier import Classifier, predict_proba
+from cxrlab.training.augment import AugmentConfig, augment_batch
+from cxrlab.training.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings for the classifier.
+
+    Attributes:
+        seed: Seeds initialisation, shuffling, augmentation and dropout.
+        image_size: Side the 28 px images are resized to (28 keeps them as they are).
+        epochs: Passes over the training split.
+        batch_size: Images per step.
+        lr: Peak learning rate.
+        weight_decay: AdamW/SGD weight decay.
+        optimizer: ``adamw`` or ``sgd`` (Nesterov momentum 0.9).
+        schedule: ``onecycle`` (warm-up then cosine decay), ``cosine`` or ``constant``.
+        warmup_frac: Fraction of steps spent warming up (``onecycle`` only).
+        label_smoothing: Cross-entropy label smoothing.
+        class_weighting: ``balanced`` weights the loss by inverse class frequency.
+        select_metric: Validation metric that picks the best epoch.
+        channels_last: Use the channels-last memory format (faster on CPU).
+        augment: Random transforms applied to training batches.
+    """
+
+    seed: int = 0
+    image_size: int = 28
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup_frac: float = 0.2
+    label_smoothing: float = 0.0
+    class_weighting: Literal["none", "balanced"] = "balanced"
+    select_metric: Literal["auc", "loss", "balanced_accuracy"] = "auc"
+    channels_last: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class TrainResult:
+    """What training returns: the best model (already loaded) and its history."""
+
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]]
+    seconds: float
+
+
+def train_classifier(
+    model: Classifier,
+    train: Split,
+    val: Split,
+    cfg: TrainConfig,
+    checkpoint_path: str | Path | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place; on return it holds the weights of the best epoch.
+
+    Args:
+        model: A freshly built classifier.
+        train: Training images and labels.
+        val: Validation split, used only to pick the best epoch.
+        cfg: Optimisation settings.
+        checkpoint_path: Where to save the state after every epoch and resume from;
+            None disables checkpointing. Deleted after a successful run.
+        on_epoch: Called with each epoch's metrics (train loss, val loss, val AUC ...).
+
+    Returns:
+        The best epoch, its validation score, the per-epoch history and the time taken.
+    """
+    if cfg.epochs <= 0 or cfg.batch_size <= 0:
+        raise ConfigError("classifier.train.epochs and batch_size must be positive.")
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    x_train = to_tensor(train.images, cfg.image_size).contiguous(memory_format=memory_format)
+    y_train = torch.as_tensor(train.labels)
+    x_val = to_tensor(val.images, cfg.image_size).contiguous(memory_format=memory_format)
+
+    steps_per_epoch = -(-len(y_train) // cfg.batch_size)
+    optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch)
+    weight = _class_weights(train.labels) if cfg.class_weighting == "balanced" else None
+
+    run_id = fingerprint(asdict(cfg), _model_signature(model), len(train), int(train.images.sum()))
+    state = load_checkpoint(checkpoint_path, run_id) if checkpoint_path else None
+    start_epoch, history = 0, []
+    best = {"epoch": -1, "score": -np.inf, "weights": None}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+        best = {
+            "epoch": state["best_epoch"],
+            "score": state["best_score"],
+            "weights": state["best"],
+        }
+        log.info("resuming from %s at epoch %d", checkpoint_path, start_epoch + 1)
+        for row in history:
+            if on_epoch:
+                on_epoch(row)
+
+    start = time.perf_counter()
+    epochs = tqdm(
+        range(start_epoch, cfg.epochs), desc="epochs", initial=start_epoch, total=cfg.epochs
+    )
+    for epoch in epochs:
+        train_loss = _train_epoch(model, x_train, y_train, cfg, epoch, optimizer, scheduler, weight)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0]}
+        row.update(_validate(model, x_val, val.labels))
+        score = -row["val_loss"] if cfg.select_metric == "loss" else row[f"val_{cfg.select_metric}"]
+        if score > best["score"]:
+            best = {
+                "epoch": epoch + 1,
+                "score": score,
+                "weights": copy.deepcopy(model.state_dict()),
+            }
+        history.append(row)
+        epochs.set_postfix(loss=f"{train_loss:.3f}", val_auc=f"{row['val_auc']:.3f}")
+        if checkpoint_path:
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "fingerprint": run_id,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "history": history,
+                    "best_epoch": best["epoch"],
+                    "best_score": best["score"],
+                    "best": best["weights"],
+                },
+            )
+        if on_epoch:
+            on_epoch(row)
+    seconds = time.perf_counter() - start
+    model.load_state_dict(best["weights"])
+    model.to(memory_format=torch.contiguous_format)
+    if checkpoint_path:
+        Path(checkpoint_path).unlink(missing_ok=True)
+    log.info(
+        "best epoch %d (val %s %.4f), %.1f s",
+        best["epoch"],
+        cfg.select_metric,
+        best["score"],
+        seconds,
+    )
+    return TrainResult(best["epoch"], float(best["score"]), history, seconds)
+
+
+def _train_epoch(model, x, y, cfg: TrainConfig, epoch, optimizer, scheduler, weight) -> float:
+    model.train()
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout
+    order = torch.randperm(len(y), generator=gen)
+    total, count = 0.0, 0
+    batches = range(0, len(y), cfg.batch_size)
+    for i in tqdm(batches, desc=f"epoch {epoch + 1}", leave=False):
+        idx = order[i : i + cfg.batch_size]
+        xb = augment_batch(x[idx], cfg.augment, gen)
+        loss = F.cross_entropy(
+            model(xb), y[idx], weight=weight, label_smoothing=cfg.label_smoothing
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(idx)
+        count += len(idx)
+    return total / count
+
+
+def _validate(model: Classifier, x_val: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
+    prob = predict_proba(model, x_val).numpy()
+    eps = 1e-7
+    p = np.clip(prob, eps, 1 - eps)
+    loss = float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+    m = binary_metrics(labels, prob, 0.5)
+    return {
+        "val_loss": loss,
+        "val_auc": m["auc"],
+        "val_accuracy": m["accuracy"],
+        "val_balanced_accuracy": m["balanced_accuracy"],
+    }
+
+
+def _optimizer(model: Classifier, cfg: TrainConfig, steps_per_epoch: int):
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup_frac
+        )
+    elif cfg.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return optimizer, scheduler
+
+
+def _class_weights(labels: np.ndarray) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=2).astype(np.float64)
+    return torch.tensor(len(labels) / (2 * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def _model_signature(model: Classifier) -> list:
+    return [(name, list(p.shape)) for name, p in model.state_dict().items()]

@@ -1,0 +1,66 @@
+"""Stage train_classifier: ResNet on PneumoniaMNIST train, best epoch picked on val.
+
+Inputs:  ``classifier.paths.data`` (the PneumoniaMNIST npz); params ``classifier.model``
+         and ``classifier.train``.
+Outputs: ``classifier.paths.model`` (model.safetensors + config.json);
+         ``classifier.paths.train_live`` (dvclive: metrics.json and per-epoch curves);
+         ``<classifier.paths.figures>/training_curves.png``.
+Resumes from ``classifier.paths.checkpoint`` when a previous run was interrupted.
+"""
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from dvclive import Live
+
+from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
+from cxrlab.models.classifier import build_classifier
+from cxrlab.params import load_section
+from cxrlab.reporting.figures import plot_training_curves
+from cxrlab.training.checkpoint import save_model
+from cxrlab.training.classifier import train_classifier
+from cxrlab.utils import run_stage, seed_everything
+
+log = logging.getLogger("train_classifier")
+
+
+def main() -> None:
+    """Train, then save the best model, its metrics and its curves."""
+    params = load_section("classifier")
+    paths, cfg = params.paths, params.train
+    seed_everything(cfg.seed)
+    splits = load_pneumoniamnist(paths.data)
+    log.info(
+        "train %d, val %d images at %d px", len(splits["train"]), len(splits["val"]), cfg.image_size
+    )
+    model = build_classifier(params.model)
+
+    with Live(dir=paths.train_live, dvcyaml=False, save_dvc_exp=False) as live:
+
+        def log_epoch(row: dict) -> None:
+            for key, value in row.items():
+                if key != "epoch":
+                    live.log_metric(key.replace("_", "/", 1), value)
+            live.next_step()
+
+        result = train_classifier(
+            model, splits["train"], splits["val"], cfg, paths.checkpoint, log_epoch
+        )
+        live.log_metric("best_epoch", result.best_epoch, plot=False)
+        live.log_metric(f"best_val_{cfg.select_metric}", result.best_score, plot=False)
+        live.log_metric("train_seconds", round(result.seconds, 1), plot=False)
+
+    meta = {
+        "model": asdict(params.model),
+        "image_size": cfg.image_size,
+        "class_names": list(CLASS_NAMES),
+        "best_epoch": result.best_epoch,
+    }
+    save_model(paths.model, model, meta)
+    plot_training_curves(result.history, Path(paths.figures) / "training_curves.png")
+    log.info("saved %s", paths.model)
+
+
+if __name__ == "__main__":
+    run_stage(main)
