@@ -49,7 +49,6 @@ def main() -> None:
         )
         live.log_metric("best_epoch", result.best_epoch, plot=False)
         live.log_metric(f"best_val_{cfg.select_metric}", result.best_score, plot=False)
-        live.log_metric("train_seconds", round(result.seconds, 1), plot=False)
 
     meta = {
         "model": asdict(params.model),
