@@ -44,7 +44,7 @@ def repo(tmp_path_factory):
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["fetch"]["mirrors"] = [str(SHARED_DATA)]
     params["fetch"]["allow_upstream"] = False
-    params["classifier"]["train"]["epochs"] = 1
+    params["classifier"]["train"]["epochs"] = 3
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for cmd in (
@@ -63,10 +63,11 @@ def test_dvc_repro_runs_every_stage_and_writes_sane_metrics(repo):
     assert (root / "data/raw/pneumoniamnist/pneumoniamnist.npz").is_file()
     assert (root / paths["model"] / "model.safetensors").is_file()
     ev = json.loads((root / paths["eval_live"] / "metrics.json").read_text())
-    test = ev["test"]
+    test = ev["test_at_val_threshold"]
     assert test["tn"] + test["fp"] + test["fn"] + test["tp"] == 624
-    # One epoch of a small ResNet already separates the classes well above chance.
-    assert test["auc"] > 0.85 and test["accuracy"] > 0.7
+    # Three epochs of the small ResNet separate the classes far above chance (0.625 = all
+    # pneumonia); the full 14-epoch default is measured in BENCHMARKS.md, not here.
+    assert ev["test"]["auc"] > 0.9 and test["accuracy"] > 0.8
     assert test["tn"] > 0 and test["tp"] > 0
     ret = json.loads((root / paths["retrieval_live"] / "metrics.json").read_text())
     assert ret["test"]["precision_at_1"] > 0.7
