@@ -45,6 +45,8 @@ def repo(tmp_path_factory):
     params["fetch"]["mirrors"] = [str(SHARED_DATA)]
     params["fetch"]["allow_upstream"] = False
     params["classifier"]["train"]["epochs"] = 3
+    params["clip"]["train"]["epochs"] = 2
+    params["clip"]["subset"]["per_class"] = 20
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for cmd in (
@@ -73,6 +75,15 @@ def test_dvc_repro_runs_every_stage_and_writes_sane_metrics(repo):
     assert ret["test"]["precision_at_1"] > 0.7
     for fig in ("training_curves", "gradcam", "failures", "retrieval"):
         assert (root / paths["figures"] / f"{fig}.png").stat().st_size > 10_000
+
+    labels = (root / params["clip"]["paths"]["labels"]).read_text().splitlines()
+    assert len(labels) == 1 + 4708 + 524 + 624
+    clip = json.loads((root / params["clip"]["paths"]["label_live"] / "metrics.json").read_text())
+    for split in ("train", "val", "test"):  # both classes predicted on every split
+        assert clip[split]["tn"] > 0 and clip[split]["tp"] > 0, split
+    assert clip["overall"]["auc"] > 0.8
+    subset = root / params["clip"]["paths"]["subset"]
+    assert len(list(subset.glob("*.png"))) == 40
 
     start = time.perf_counter()
     out = run(["dvc", "repro"], root, env).stdout

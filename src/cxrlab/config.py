@@ -132,6 +132,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         (item,) = typing.get_args(hint)[:1] or (Any,)
         items = [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"param '{where}' must be a mapping, got {value!r}.")
+        value_hint = (typing.get_args(hint) or (Any, Any))[1]
+        return {k: _coerce(value_hint, v, _join(where, str(k))) for k, v in value.items()}
     if origin is typing.Literal:
         if value not in typing.get_args(hint):
             choices = ", ".join(repr(a) for a in typing.get_args(hint))

@@ -12,7 +12,9 @@ from typing import Literal, TypeVar
 
 from cxrlab.config import PARAMS_FILE, load_params, section
 from cxrlab.models.classifier import ClassifierConfig
+from cxrlab.models.clip import ClipArchConfig
 from cxrlab.training.classifier import TrainConfig
+from cxrlab.training.clip import ClipTrainConfig
 
 T = TypeVar("T")
 
@@ -69,7 +71,54 @@ class ClassifierParams:
     retrieval: ClassifierRetrieval = field(default_factory=ClassifierRetrieval)
 
 
-SECTIONS = {"fetch": FetchParams, "classifier": ClassifierParams}
+@dataclass(frozen=True)
+class ClipPaths:
+    """``clip.paths``: files shared by the CLIP stages and dvc.yaml."""
+
+    data: str
+    model: str
+    labels: str
+    subset: str
+    train_live: str
+    label_live: str
+    figures: str
+
+
+@dataclass(frozen=True)
+class ClipLabel:
+    """``clip.label``: prompt ensembles and calibration (on val only)."""
+
+    prompts: dict[str, list[str]] = field(default_factory=dict)
+    calibrate: bool = True
+    threshold_method: Literal["youden", "f1", "accuracy"] = "youden"
+    ece_bins: int = 15
+
+
+@dataclass(frozen=True)
+class ClipSubset:
+    """``clip.subset``: the balanced imagefolder export for the diffusion LoRA."""
+
+    split: Literal["train", "val", "test"] = "train"
+    per_class: int = 100
+    label_source: Literal["ground_truth", "auto"] = "ground_truth"
+    min_confidence: float = 0.9
+    seed: int = 0
+    text: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClipParams:
+    """``clip``: CLIP training, auto-labelling and the balanced subset export."""
+
+    paths: ClipPaths
+    model_id: str
+    arch: ClipArchConfig = field(default_factory=ClipArchConfig)
+    train: ClipTrainConfig = field(default_factory=ClipTrainConfig)
+    label: ClipLabel = field(default_factory=ClipLabel)
+    subset: ClipSubset = field(default_factory=ClipSubset)
+
+
+SECTIONS = {"fetch": FetchParams, "classifier": ClassifierParams, "clip": ClipParams}
 
 
 def load_section(name: str, path: str | Path = PARAMS_FILE) -> T:

@@ -71,3 +71,26 @@ def choose_threshold(y_true: np.ndarray, prob: np.ndarray, method: ThresholdMeth
     else:
         score = (tp + (neg - fp)) / len(y_true)
     return float(candidates[int(np.argmax(score))])
+
+
+def expected_calibration_error(y_true: np.ndarray, prob: np.ndarray, n_bins: int = 15) -> float:
+    """Expected calibration error of binary predictions.
+
+    The confidence of each prediction is the probability of the predicted class;
+    predictions are grouped in ``n_bins`` equal-width confidence bins, and the
+    bin-size-weighted mean of |accuracy - mean confidence| is returned.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    prob = np.asarray(prob, dtype=float)
+    pred = (prob >= 0.5).astype(int)
+    confidence = np.where(pred == 1, prob, 1 - prob)
+    edges = np.linspace(0.5, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1]), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(
+                (pred[in_bin] == y_true[in_bin]).mean() - confidence[in_bin].mean()
+            )
+    return float(ece)

@@ -111,3 +111,38 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path
+
+
+def plot_confusion_matrices(
+    counts: dict[str, dict[str, int]], class_names: Sequence[str], path: str | Path, title: str = ""
+) -> Path:
+    """One confusion matrix per entry of ``counts`` ({name: {tn, fp, fn, tp}}), side by side."""
+    fig, axes = plt.subplots(1, len(counts), figsize=(2.9 * len(counts), 3.0), squeeze=False)
+    for ax, (name, c) in zip(axes[0], counts.items(), strict=True):
+        matrix = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
+        shares = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)  # row-normalised
+        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        for (r, col), value in np.ndenumerate(matrix):
+            color = "white" if shares[r, col] > 0.5 else "black"
+            ax.text(
+                col,
+                r,
+                f"{value}\n{shares[r, col]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=9,
+                color=color,
+            )
+        ax.set(
+            xticks=[0, 1],
+            yticks=[0, 1],
+            xticklabels=class_names,
+            yticklabels=class_names,
+            xlabel="predicted",
+            ylabel="true",
+            title=name,
+        )
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

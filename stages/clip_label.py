@@ -1,0 +1,91 @@
+"""Stage clip_label: prompt-ensemble auto-labels for every PneumoniaMNIST image.
+
+Temperature and threshold are fitted on val only; metrics are reported per split and
+overall, always with the confusion counts (a labeller that calls everything pneumonia
+shows TN = 0).
+
+Inputs:  the CLIP named by ``clip.model_id`` (``local-dir:`` the trained one, or a hub id);
+         ``clip.paths.data``; params ``clip.model_id``, ``clip.label``.
+Outputs: ``clip.paths.labels`` (image_id, split, auto_label, ground_truth, confidence_score);
+         ``clip.paths.label_live`` (dvclive metrics and confusion plots);
+         ``<clip.paths.figures>/confusion.png``.
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from dvclive import Live
+
+from cxrlab.data.labels import write_labels
+from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
+from cxrlab.evaluation.classification import binary_metrics, expected_calibration_error
+from cxrlab.evaluation.zero_shot import binary_logit, calibrate_and_label, class_embeddings
+from cxrlab.models.clip import load_clip
+from cxrlab.params import load_section
+from cxrlab.reporting.figures import plot_confusion_matrices
+from cxrlab.utils import run_stage, seed_everything
+
+log = logging.getLogger("clip_label")
+
+
+def main() -> None:
+    """Label all splits, score them against the ground truth, and write the table."""
+    params = load_section("clip")
+    cfg, paths = params.label, params.paths
+    seed_everything(0)
+    splits = load_pneumoniamnist(paths.data)
+    bundle = load_clip(params.model_id)
+    text = class_embeddings(bundle, cfg.prompts, list(CLASS_NAMES))
+    margins = {
+        s: binary_logit(bundle.encode_images(bundle.images_to_tensor(d.images)), text)
+        for s, d in splits.items()
+    }
+    labels = {s: d.labels for s, d in splits.items()}
+    prob, scale, threshold = calibrate_and_label(
+        margins, labels["val"], cfg.calibrate, cfg.threshold_method
+    )
+    rows = write_labels(paths.labels, labels, prob, threshold, CLASS_NAMES)
+    log.info(
+        "labelled %d images (scale %.2f, threshold %.3f) into %s",
+        rows,
+        scale,
+        threshold,
+        paths.labels,
+    )
+
+    labels["overall"] = np.concatenate(list(labels.values()))
+    prob["overall"] = np.concatenate(list(prob.values()))
+    counts = {}
+    with Live(dir=paths.label_live, dvcyaml=False, save_dvc_exp=False) as live:
+        live.log_metric("scale", scale, plot=False)
+        live.log_metric("threshold", threshold, plot=False)
+        for split, y in labels.items():
+            metrics = binary_metrics(y, prob[split], threshold)
+            metrics["ece"] = expected_calibration_error(y, prob[split], cfg.ece_bins)
+            for key, value in metrics.items():
+                live.log_metric(f"{split}/{key}", value, plot=False)
+            pred = (prob[split] >= threshold).astype(int)
+            live.log_sklearn_plot(
+                "confusion_matrix", y, pred, name=f"{split}/confusion_matrix.json"
+            )
+            counts[split] = metrics
+            log.info(
+                "%s: accuracy %.4f, balanced %.4f, AUC %.4f, TN %d FP %d FN %d TP %d",
+                split,
+                metrics["accuracy"],
+                metrics["balanced_accuracy"],
+                metrics["auc"],
+                metrics["tn"],
+                metrics["fp"],
+                metrics["fn"],
+                metrics["tp"],
+            )
+    title = (
+        f"CLIP auto-labels vs ground truth ({params.model_id}, threshold {threshold:.2f} from val)"
+    )
+    plot_confusion_matrices(counts, CLASS_NAMES, Path(paths.figures) / "confusion.png", title)
+
+
+if __name__ == "__main__":
+    run_stage(main)

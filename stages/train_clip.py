@@ -1,0 +1,43 @@
+"""Stage train_clip: a small CLIP trained here, contrastively, on train-split captions.
+
+Captions come from each training image's label through ``clip.train.captions``, so
+the resulting labeller is supervised, not zero-shot (the gpu profile's BiomedCLIP is).
+
+Inputs:  ``clip.paths.data`` (PneumoniaMNIST npz); params ``clip.arch``, ``clip.train``.
+Outputs: ``clip.paths.model`` in open_clip's ``local-dir:`` layout;
+         ``clip.paths.train_live`` (dvclive: loss and temperature per epoch).
+"""
+
+import logging
+
+from dvclive import Live
+
+from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
+from cxrlab.models.clip import build_clip, save_clip
+from cxrlab.params import load_section
+from cxrlab.training.clip import train_clip
+from cxrlab.utils import run_stage, seed_everything
+
+log = logging.getLogger("train_clip")
+
+
+def main() -> None:
+    """Build the CLIP from its config, train it on the train split and save it."""
+    params = load_section("clip")
+    seed_everything(params.train.seed)
+    train = load_pneumoniamnist(params.paths.data)["train"]
+    bundle = build_clip(params.arch)
+    x = bundle.images_to_tensor(train.images)
+    log.info("training CLIP on %d train images", len(train))
+    history = train_clip(bundle, x, train.labels, list(CLASS_NAMES), params.train)
+    with Live(dir=params.paths.train_live, dvcyaml=False, save_dvc_exp=False) as live:
+        for row in history:
+            live.log_metric("train/loss", row["loss"])
+            live.log_metric("train/logit_scale", row["logit_scale"])
+            live.next_step()
+    save_clip(bundle, params.arch, params.paths.model)
+    log.info("saved %s", params.paths.model)
+
+
+if __name__ == "__main__":
+    run_stage(main)
