@@ -252,7 +252,9 @@ def test_biomedclip_shaped_model_loads_through_the_same_path(tmp_path):
         },
     }
     torch.manual_seed(0)
-    model = open_clip.model.CLIP(**model_cfg).eval()
+    model = open_clip.model.CustomTextCLIP(
+        **model_cfg
+    ).eval()  # what open_clip builds for HF text towers
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()},
         str(folder / "open_clip_model.safetensors"),
