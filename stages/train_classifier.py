@@ -12,14 +12,13 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from dvclive import Live
-
 from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
 from cxrlab.models.classifier import build_classifier
 from cxrlab.params import load_section
 from cxrlab.reporting.figures import plot_training_curves
 from cxrlab.training.checkpoint import save_model
 from cxrlab.training.classifier import train_classifier
+from cxrlab.training.live import epoch_logger
 from cxrlab.utils import run_stage, seed_everything
 
 log = logging.getLogger("train_classifier")
@@ -36,14 +35,7 @@ def main() -> None:
     )
     model = build_classifier(params.model)
 
-    with Live(dir=paths.train_live, dvcyaml=False, save_dvc_exp=False) as live:
-
-        def log_epoch(row: dict) -> None:
-            for key, value in row.items():
-                if key != "epoch":
-                    live.log_metric(key.replace("_", "/", 1), value)
-            live.next_step()
-
+    with epoch_logger(paths.train_live) as (live, log_epoch):
         result = train_classifier(
             model, splits["train"], splits["val"], cfg, paths.checkpoint, log_epoch
         )

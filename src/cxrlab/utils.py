@@ -98,3 +98,9 @@ def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_csv(path: str | Path, frame: Any, **kwargs: Any) -> None:
+    """Write a pandas DataFrame as CSV (no index, 5 decimals), atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.5f", **kwargs)

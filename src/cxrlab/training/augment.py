@@ -37,6 +37,17 @@ class AugmentConfig:
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """Apply random affine and intensity transforms to a batch (N, C, H, W) in [-1, 1]."""
+    return augment_pair(x, None, cfg, gen)[0]
+
+
+def augment_pair(
+    x: torch.Tensor, mask: torch.Tensor | None, cfg: AugmentConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Augment images (N, C, H, W) in [-1, 1] and, with the same geometry, their masks.
+
+    Masks (N, 1, H, W) of class codes are resampled with nearest neighbours, so codes
+    such as the ignore value survive; intensity changes touch the images only.
+    """
     n = x.shape[0]
 
     def uniform(limit: float) -> torch.Tensor:
@@ -57,9 +68,13 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         # Pad with the image's own border: X-ray borders are dark, not mid-gray.
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if mask is not None:
+            mask = F.grid_sample(
+                mask.float(), grid, mode="nearest", padding_mode="border", align_corners=False
+            ).to(mask.dtype)
     if cfg.contrast or cfg.brightness:
         contrast = (1 + uniform(cfg.contrast)).view(n, 1, 1, 1)
         brightness = uniform(cfg.brightness).view(n, 1, 1, 1)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = ((x - mean) * contrast + mean + brightness).clamp(-1, 1)
-    return x
+    return x, mask

@@ -7,9 +7,7 @@ weights as one that was never interrupted.
 
 from __future__ import annotations
 
-import copy
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +24,8 @@ from cxrlab.errors import ConfigError
 from cxrlab.evaluation.classification import binary_metrics
 from cxrlab.models.classifier import Classifier, predict_proba
 from cxrlab.training.augment import AugmentConfig, augment_batch
-from cxrlab.training.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from cxrlab.training.checkpoint import fingerprint
+from cxrlab.training.loop import TrainResult, fit, make_optimizer, model_signature
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +67,6 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
-@dataclass
-class TrainResult:
-    """What training returns: the best model (already loaded) and its history."""
-
-    best_epoch: int
-    best_score: float
-    history: list[dict[str, float]]
-    seconds: float
-
-
 def train_classifier(
     model: Classifier,
     train: Split,
@@ -109,75 +98,26 @@ def train_classifier(
     x_val = to_tensor(val.images, cfg.image_size).contiguous(memory_format=memory_format)
 
     steps_per_epoch = -(-len(y_train) // cfg.batch_size)
-    optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch)
+    optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch)
     weight = _class_weights(train.labels) if cfg.class_weighting == "balanced" else None
 
-    run_id = fingerprint(asdict(cfg), _model_signature(model), len(train), int(train.images.sum()))
-    state = load_checkpoint(checkpoint_path, run_id) if checkpoint_path else None
-    start_epoch, history = 0, []
-    best = {"epoch": -1, "score": -np.inf, "weights": None}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
-        best = {
-            "epoch": state["best_epoch"],
-            "score": state["best_score"],
-            "weights": state["best"],
-        }
-        log.info("resuming from %s at epoch %d", checkpoint_path, start_epoch + 1)
-        for row in history:
-            if on_epoch:
-                on_epoch(row)
-
-    start = time.perf_counter()
-    epochs = tqdm(
-        range(start_epoch, cfg.epochs), desc="epochs", initial=start_epoch, total=cfg.epochs
+    run_id = fingerprint(asdict(cfg), model_signature(model), len(train), int(train.images.sum()))
+    result = fit(
+        model,
+        optimizer,
+        scheduler,
+        cfg.epochs,
+        run_id,
+        lambda epoch: _train_epoch(
+            model, x_train, y_train, cfg, epoch, optimizer, scheduler, weight
+        ),
+        lambda: _validate(model, x_val, val.labels),
+        f"val_{cfg.select_metric}",
+        checkpoint_path,
+        on_epoch,
     )
-    for epoch in epochs:
-        train_loss = _train_epoch(model, x_train, y_train, cfg, epoch, optimizer, scheduler, weight)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0]}
-        row.update(_validate(model, x_val, val.labels))
-        score = -row["val_loss"] if cfg.select_metric == "loss" else row[f"val_{cfg.select_metric}"]
-        if score > best["score"]:
-            best = {
-                "epoch": epoch + 1,
-                "score": score,
-                "weights": copy.deepcopy(model.state_dict()),
-            }
-        history.append(row)
-        epochs.set_postfix(loss=f"{train_loss:.3f}", val_auc=f"{row['val_auc']:.3f}")
-        if checkpoint_path:
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "fingerprint": run_id,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "history": history,
-                    "best_epoch": best["epoch"],
-                    "best_score": best["score"],
-                    "best": best["weights"],
-                },
-            )
-        if on_epoch:
-            on_epoch(row)
-    seconds = time.perf_counter() - start
-    model.load_state_dict(best["weights"])
     model.to(memory_format=torch.contiguous_format)
-    if checkpoint_path:
-        Path(checkpoint_path).unlink(missing_ok=True)
-    log.info(
-        "best epoch %d (val %s %.4f), %.1f s",
-        best["epoch"],
-        cfg.select_metric,
-        best["score"],
-        seconds,
-    )
-    return TrainResult(best["epoch"], float(best["score"]), history, seconds)
+    return result
 
 
 def _train_epoch(model, x, y, cfg: TrainConfig, epoch, optimizer, scheduler, weight) -> float:
@@ -216,33 +156,6 @@ def _validate(model: Classifier, x_val: torch.Tensor, labels: np.ndarray) -> dic
     }
 
 
-def _optimizer(model: Classifier, cfg: TrainConfig, steps_per_epoch: int):
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    if cfg.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-    else:
-        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
-    total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup_frac
-        )
-    elif cfg.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    return optimizer, scheduler
-
-
 def _class_weights(labels: np.ndarray) -> torch.Tensor:
     counts = np.bincount(labels, minlength=2).astype(np.float64)
     return torch.tensor(len(labels) / (2 * np.maximum(counts, 1)), dtype=torch.float32)
-
-
-def _model_signature(model: Classifier) -> list:
-    return [(name, list(p.shape)) for name, p in model.state_dict().items()]

@@ -1,0 +1,226 @@
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cxrlab.data.lungseg import (
+    IGNORE,
+    encode_mask,
+    prepare_arrays,
+    read_index,
+    read_pair,
+    screen,
+    split_by_patient,
+)
+from cxrlab.errors import ConfigError, DataError
+from cxrlab.evaluation.segmentation import (
+    age_band,
+    dice_score,
+    hd95,
+    iou_score,
+    lung_measurements,
+    postprocess,
+)
+from cxrlab.models.segmenter import SegmenterConfig, build_segmenter, predict_full_size
+from cxrlab.training.augment import AugmentConfig, augment_pair
+from cxrlab.training.segmenter import SegTrainConfig, segmentation_loss, train_segmenter
+from tests.lungseg_fixtures import write_covid
+
+TINY = SegmenterConfig(encoder="resnet18", encoder_depth=3, decoder_channels=[16, 8, 8])
+
+
+@pytest.fixture
+def covid(tmp_path):
+    return write_covid(tmp_path / "covid_lungseg")
+
+
+def test_masks_are_coded_lung_background_ignore():
+    raw = np.array([[0, 127, 255, 254]], np.uint8)
+    assert encode_mask(raw).tolist() == [[0, IGNORE, 1, 1]]
+
+
+def test_screen_keeps_good_pairs_and_reads_rgb_as_gray(covid):
+    index = screen(read_index(covid), covid, 0.05)
+    assert (index.status == "kept").all()
+    image, mask = read_pair(covid / "images/img00.png", covid / "masks/img00_mask.png")
+    assert image.ndim == 2 and image.dtype == np.uint8  # img00 was saved as RGB
+    assert set(np.unique(mask)) == {0, 1, IGNORE}
+
+
+def test_screen_drops_size_mismatch_and_near_empty_masks_by_name(covid, caplog):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(covid / "masks/img01_mask.png")
+    empty = np.zeros((64, 64), np.uint8)
+    empty[:2, :2] = 255
+    Image.fromarray(empty).save(covid / "masks/img02_mask.png")
+    with caplog.at_level(logging.WARNING):
+        index = screen(read_index(covid), covid, 0.05)
+    dropped = index[index.status == "dropped"].set_index("image").reason
+    assert dropped.to_dict() == {
+        "img01.png": "mask and image sizes differ",
+        "img02.png": "near-empty mask (0.1% lung < 5.0%)",
+    }
+    assert "img01.png" in caplog.text and "img02.png" in caplog.text
+
+
+def test_a_mask_of_the_wrong_size_is_a_clear_error(covid):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(covid / "masks/img00_mask.png")
+    with pytest.raises(DataError, match=r"img00_mask.png is 12x10 but its image .* is 64x64"):
+        read_pair(covid / "images/img00.png", covid / "masks/img00_mask.png")
+
+
+def test_a_non_image_file_stops_screening_with_its_name(covid):
+    (covid / "images/img03.png").write_text("not a png")
+    with pytest.raises(DataError, match="img03.png is not a readable image"):
+        screen(read_index(covid), covid, 0.05)
+
+
+def test_a_missing_index_column_is_named(covid):
+    pd.read_csv(covid / "index.csv").drop(columns=["patientid"]).to_csv(
+        covid / "index.csv", index=False
+    )
+    with pytest.raises(DataError, match="lacks the column.*patientid"):
+        read_index(covid)
+
+
+def test_split_by_patient_never_shares_a_patient_and_follows_fractions():
+    patients = pd.Series([f"p{i // 3}" for i in range(300)] + [f"q{i}" for i in range(60)])
+    split = split_by_patient(patients, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=3)
+    assert patients.groupby(split).nunique().sum() == patients.nunique()  # no patient twice
+    share = split.value_counts(normalize=True)
+    assert abs(share["train"] - 0.7) < 0.03 and abs(share["test"] - 0.2) < 0.03
+    again = split_by_patient(patients, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=3)
+    assert split.equals(again)
+
+
+@pytest.mark.parametrize("fractions", [{"train": 0.7, "test": 0.2}, {"train": 1.2, "test": -0.2}])
+def test_bad_split_fractions_are_rejected(fractions):
+    with pytest.raises(ConfigError):
+        split_by_patient(pd.Series(["a", "b"]), fractions, 0)
+
+
+def test_dice_iou_and_hd95_on_a_hand_made_case():
+    target = np.zeros((20, 20), np.uint8)
+    target[5:15, 5:15] = 1  # 100 px
+    pred = np.zeros((20, 20), bool)
+    pred[5:15, 7:17] = True  # shifted 2 px right: overlap 80
+    assert dice_score(pred, target) == pytest.approx(2 * 80 / 200)
+    assert iou_score(pred, target) == pytest.approx(80 / 120)
+    assert hd95(pred, target) == pytest.approx(2.0)
+    assert hd95(pred, target, spacing=0.5) == pytest.approx(1.0)
+    assert hd95(np.zeros_like(pred), target) == float("inf")
+
+
+def test_the_ignore_region_is_left_out_of_metrics_and_loss():
+    target = np.zeros((1, 8, 8), np.uint8)
+    target[0, 2:6, 2:6] = 1
+    target[0, 0, :] = IGNORE
+    pred = target == 1
+    pred_with_ignore = pred.copy()
+    pred_with_ignore[0, 0, :] = True
+    assert dice_score(pred_with_ignore, target)[0] == 1.0
+    logits = torch.where(torch.as_tensor(pred), 5.0, -5.0)
+    other = logits.clone()
+    other[0, 0, :] = 5.0  # wrong only where ignored
+    t = torch.as_tensor(target)
+    assert segmentation_loss(logits, t) == pytest.approx(segmentation_loss(other, t).item())
+
+
+def test_postprocess_keeps_two_largest_components_and_fills_holes():
+    mask = np.zeros((30, 30), bool)
+    mask[2:20, 2:10] = mask[2:20, 15:25] = True
+    mask[25:27, 25:27] = True  # a speck
+    mask[8, 5] = False  # a hole
+    out = postprocess(mask, keep=2, fill_holes=True)
+    assert not out[25:27, 25:27].any() and out[8, 5]
+    assert postprocess(mask, keep=0, fill_holes=False).sum() == mask.sum()
+
+
+def test_lung_measurements_in_pixels_and_mm():
+    mask = np.zeros((40, 40), bool)
+    mask[5:35, 4:14] = True  # image-left: patient's right lung, 30 x 10
+    mask[10:30, 20:36] = True  # 20 x 16
+    m = lung_measurements(mask, spacing_mm=0.5)
+    assert m["right_lung_height_px"] == 30 and m["left_lung_width_px"] == 16
+    assert m["area_px"] == 300 + 320 and m["area_mm2"] == pytest.approx(620 * 0.25)
+    assert m["right_lung_height_mm"] == 15
+
+
+def test_age_bands():
+    ages = pd.Series([25, 40, 59, 60, None])
+    assert age_band(ages, [40, 60]).tolist() == ["<40", "40-59", "40-59", ">=60", "unknown"]
+
+
+def test_augment_pair_moves_masks_with_images_and_keeps_codes():
+    x = torch.zeros(4, 1, 32, 32)
+    m = torch.zeros(4, 1, 32, 32, dtype=torch.uint8)
+    x[:, :, 8:24, 8:24] = 1.0
+    m[:, :, 8:24, 8:24] = 1
+    m[:, :, 0:4, 0:4] = IGNORE
+    cfg = AugmentConfig(rotate_deg=15, shift=0.1, zoom=0.1, brightness=0.1, contrast=0.2)
+    xa, ma = augment_pair(x, m, cfg, torch.Generator().manual_seed(0))
+    assert set(ma.unique().tolist()) <= {0, 1, IGNORE}
+    inside = ma == 1
+    assert xa[inside].mean() > xa[~inside & (ma != IGNORE)].mean() + 0.5  # the square moved along
+
+
+def test_unknown_encoder_is_a_config_error():
+    with pytest.raises(ConfigError, match="decoder_channels"):
+        build_segmenter(SegmenterConfig(encoder_depth=3, decoder_channels=[8, 8]))
+    with pytest.raises(ConfigError, match="cannot build segmenter"):
+        build_segmenter(SegmenterConfig(encoder="nope", encoder_depth=3, decoder_channels=[8] * 3))
+
+
+def prepared(covid, size=32):
+    index = screen(read_index(covid), covid, 0.05)
+    images, masks = prepare_arrays(index, covid, size)
+    return (images[:12], masks[:12]), (images[12:], masks[12:])
+
+
+@pytest.mark.slow
+def test_tiny_unet_learns_synthetic_lungs(covid):
+    torch.manual_seed(0)
+    train, val = prepared(covid)
+    model = build_segmenter(TINY)
+    cfg = SegTrainConfig(epochs=6, batch_size=4, lr=1e-2)
+    result = train_segmenter(model, train, val, cfg)
+    assert result.best_score > 0.8  # untrained nets score far lower on these blobs
+    mask = predict_full_size(
+        model, read_pair(covid / "images/img13.png", covid / "masks/img13_mask.png")[0], 32
+    )
+    assert mask.shape == (64, 72)
+
+
+@pytest.mark.slow
+def test_interrupted_segmenter_training_resumes_to_the_same_weights(covid, tmp_path):
+    train, val = prepared(covid)
+    cfg = SegTrainConfig(epochs=3, batch_size=4, lr=1e-2, augment=AugmentConfig(rotate_deg=5))
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_segmenter(TINY)
+
+    straight = fresh()
+    train_segmenter(straight, train, val, cfg)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(row):
+        if row["epoch"] == 2:
+            raise Interrupt
+
+    ckpt = tmp_path / "seg.pt"
+    with pytest.raises(Interrupt):
+        train_segmenter(fresh(), train, val, cfg, ckpt, stop_after_two)
+    assert ckpt.is_file()
+    resumed = fresh()
+    train_segmenter(resumed, train, val, cfg, ckpt)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert not ckpt.exists()
