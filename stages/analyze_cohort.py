@@ -35,8 +35,7 @@ def main() -> None:
     demo = cohort.demographics(db)
     demographics_figure(cohort.query(db, cohort.DEMOGRAPHICS), figures / "demographics.png")
     views, findings = cohort.query(db, cohort.VIEWS), cohort.query(db, cohort.FINDINGS)
-    top = findings.groupby("finding").images.sum().nlargest(cfg.top_findings).index
-    counts_figure(views, findings[findings.finding.isin(top)], figures / "views_findings.png")
+    counts_figure(views, findings, cfg.top_findings, figures / "views_findings.png")
 
     ctr_groups, ctr_test, ctr_sources = cohort.ctr_by_condition(db, cfg.cardiomegaly_finding)
     comparison_figure(

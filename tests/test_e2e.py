@@ -47,6 +47,8 @@ def repo(tmp_path_factory):
     params["classifier"]["train"]["epochs"] = 3
     params["clip"]["train"]["epochs"] = 2
     params["clip"]["subset"]["per_class"] = 20
+    params["segmentation"]["prepare"]["image_size"] = 64
+    params["segmentation"]["train"]["epochs"] = 4
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for cmd in (
@@ -84,6 +86,23 @@ def test_dvc_repro_runs_every_stage_and_writes_sane_metrics(repo):
     assert clip["overall"]["auc"] > 0.8
     subset = root / params["clip"]["paths"]["subset"]
     assert len(list(subset.glob("*.png"))) == 40
+
+    seg = params["segmentation"]["paths"]
+    prep = json.loads((root / seg["prepare_metrics"]).read_text())
+    assert prep["kept"] + prep["dropped"] == 192
+    ev = json.loads((root / seg["eval_live"] / "metrics.json").read_text())
+    assert ev["test"]["n"] == prep["test"]["images"]
+    # Four epochs at 64 px already find the lungs; the 40-epoch default is in BENCHMARKS.md.
+    assert ev["test"]["dice"] > 0.7, ev["test"]
+    assert {"PA", "AP", "AP Supine"} <= set(ev["test_by_view"])
+    nih = (root / seg["nih_measurements"]).read_text().splitlines()
+    assert len(nih) == 1 + 165
+    cohort = params["cohort"]["paths"]
+    rows = json.loads((root / cohort["build_metrics"]).read_text())["rows"]
+    assert rows["segmentation_scores"] == prep["kept"] and rows["patients"] > 4000
+    analysis = json.loads((root / cohort["analysis_metrics"]).read_text())
+    assert analysis["ctr_cardiomegaly_vs_others"]["n_a"] == 137
+    assert (root / cohort["summary"]).read_text().startswith("# Cohort summary")
 
     start = time.perf_counter()
     out = run(["dvc", "repro"], root, env).stdout

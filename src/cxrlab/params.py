@@ -183,7 +183,7 @@ class CohortPaths:
 class CohortAnalysis:
     """``cohort.analysis``: what the analysis stage groups and tests."""
 
-    top_findings: int = 15
+    top_findings: int = 8
     cardiomegaly_finding: str = "cardiomegaly"
 
 

@@ -98,7 +98,7 @@ def demographics(database: str | Path) -> pd.DataFrame:
             "studies": rows.groupby("dataset").size(),
             "sex_known": per_patient.groupby("dataset").sex.count(),
             "female_share": per_patient.groupby("dataset").sex.apply(
-                lambda s: (s == "F").sum() / max(s.notna().sum(), 1)
+                lambda s: (s == "F").sum() / s.notna().sum() if s.notna().any() else np.nan
             ),
             "age_known": rows.groupby("dataset").age_years.count(),
             "age_median": rows.groupby("dataset").age_years.median(),

@@ -36,17 +36,35 @@ def demographics_figure(rows: pd.DataFrame, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def counts_figure(views: pd.DataFrame, findings: pd.DataFrame, path: str | Path) -> Path:
-    """Images per view and dataset (left), and the most frequent findings (right)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+def counts_figure(views: pd.DataFrame, findings: pd.DataFrame, top: int, path: str | Path) -> Path:
+    """View shares per dataset, then each dataset's ``top`` most frequent findings.
+
+    Args:
+        views: Rows of ``cohort.VIEWS`` (dataset, view, images).
+        findings: Rows of ``cohort.FINDINGS`` (dataset, finding, images).
+        top: Findings shown per dataset.
+        path: The PNG to write.
+    """
+    datasets = sorted(findings.dataset.unique())
+    cols = 4
+    n_rows = 1 + -(-len(datasets) // cols)
+    fig = plt.figure(figsize=(16, 3.2 * n_rows))
+    grid = fig.add_gridspec(n_rows, cols)
     table = views.pivot_table(index="dataset", columns="view", values="images", fill_value=0)
-    table.plot.barh(stacked=True, ax=left, width=0.8, colormap="tab20")
-    left.set(xlabel="images", ylabel="", title="Views (DICOM ViewPosition)")
-    left.legend(fontsize=7, ncol=2)
-    top = findings.groupby("finding").images.sum().sort_values()
-    top.plot.barh(ax=right, color="#4575b4")
-    right.set(xlabel="images", ylabel="", title=f"Top {len(top)} findings, all datasets")
-    right.tick_params(labelsize=7)
+    totals = table.sum(axis=1)
+    shares = table.div(totals, axis=0)
+    shares.index = [f"{d} (n={int(totals[d])})" for d in shares.index]
+    ax = fig.add_subplot(grid[0, :])
+    shares.plot.barh(stacked=True, ax=ax, width=0.8, colormap="tab20")
+    ax.set(xlabel="share of images", ylabel="", title="Views (DICOM ViewPosition) per dataset")
+    ax.legend(fontsize=7, ncol=len(shares.columns), loc="lower center", bbox_to_anchor=(0.5, 1.08))
+    for i, name in enumerate(datasets):
+        ax = fig.add_subplot(grid[1 + i // cols, i % cols])
+        part = findings[findings.dataset == name].nlargest(top, "images").iloc[::-1]
+        ax.barh(part.finding.str.slice(0, 28), part.images, color="#4575b4")
+        ax.set_title(f"{name}: top findings", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("images", fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
 
