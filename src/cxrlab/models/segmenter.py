@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxrlab.data.transforms import to_tensor
 from cxrlab.errors import ConfigError, DataError
 
 
@@ -65,16 +66,11 @@ def build_segmenter(cfg: SegmenterConfig) -> nn.Module:
         raise ConfigError(f"cannot build segmenter {cfg.arch}/{cfg.encoder}: {exc}") from exc
 
 
-def images_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Turn uint8 images (N, H, W) into float (N, 1, H, W) in [-1, 1]."""
-    return torch.as_tensor(images).float().div_(127.5).sub_(1.0).unsqueeze(1)
-
-
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 16) -> torch.Tensor:
     """Return lung logits (N, H, W) for prepared uint8 images (N, H, W)."""
     model.eval()
-    x = images_to_tensor(images)
+    x = to_tensor(images, images.shape[-1])
     return torch.cat([model(x[i : i + batch_size])[:, 0] for i in range(0, len(x), batch_size)])
 
 

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cxrlab.data.lungseg import IGNORE
+from cxrlab.data.transforms import to_tensor
 from cxrlab.errors import ConfigError
 from cxrlab.evaluation.segmentation import dice_score
-from cxrlab.models.segmenter import images_to_tensor, predict_logits
+from cxrlab.models.segmenter import predict_logits
 from cxrlab.training.augment import AugmentConfig, augment_pair
 from cxrlab.training.checkpoint import fingerprint
 from cxrlab.training.loop import TrainResult, fit, make_optimizer, model_signature
@@ -102,7 +103,7 @@ def train_segmenter(
         raise ConfigError("the segmentation train and val splits must not be empty.")
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
-    x_train = images_to_tensor(train[0])
+    x_train = to_tensor(train[0], train[0].shape[-1])
     y_train = torch.as_tensor(train[1]).unsqueeze(1)
     steps_per_epoch = -(-len(x_train) // cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch)
