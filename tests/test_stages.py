@@ -183,3 +183,72 @@ def test_segmentation_and_cohort_stages_chain_on_tiny_data(workdir):
     assert "Mann-Whitney" in summary and "| sex |" in summary
     for fig in ("demographics", "views_findings", "ctr", "nih_lung_area"):
         assert (root / cohort["figures"] / f"{fig}.png").is_file()
+
+
+TINY_DIFFUSION = {
+    "resolution": 16,
+    "vae": {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4},
+    "unet": {"block_out_channels": [16, 32], "attention_head_dim": 4, "norm_num_groups": 8},
+    "text": {"hidden_size": 16, "layers": 1, "heads": 2, "max_length": 16},
+}
+
+
+def diffusion_workdir(root, params):
+    """Tiny diffusion params, the npz in place, a trained tiny classifier and a subset."""
+    from cxrlab.data.imagefolder import write_imagefolder
+    from cxrlab.data.pneumoniamnist import load_pneumoniamnist
+
+    d = params["diffusion"]
+    d["model"].update(TINY_DIFFUSION)
+    d["vae_train"].update(epochs=1, batch_size=16)
+    d["base_train"].update(epochs=2, batch_size=16)
+    d["lcm"].update(steps=3, eval_every=2, batch_size=8, rank=2)
+    d["generate"].update(per_prompt=3, batch_size=3, grid_columns=3)
+    d["generate"]["samplers"] = {"lcm": {"steps": 2}, "ddim": {"steps": 3, "guidance_scale": 2.0}}
+    params["lora"].update(steps=3, eval_every=2, batch_size=4, rank=2)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    target = root / d["paths"]["data"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(root / "mirror/pneumoniamnist/pneumoniamnist.npz", target)
+    train = load_pneumoniamnist(target)["train"]
+    text = params["clip"]["subset"]["text"]
+    labels = ["normal", "pneumonia"] * 3
+    write_imagefolder(
+        root / d["paths"]["subset"], train.images[:6], [text[c] for c in labels],
+        [f"{c}_{i}" for i, c in enumerate(labels)],
+    )  # fmt: skip
+    stage_main("train_classifier")()
+    return d["paths"]
+
+
+def test_diffusion_stages_chain_on_tiny_data(workdir):
+    root, params = workdir
+    paths = diffusion_workdir(root, params)
+    for stage in ("train_vae", "train_diffusion_base", "train_lcm_lora", "train_lora"):
+        stage_main(stage)()
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(root / paths["base"])
+    assert pipe.vae.config.scaling_factor != 1.0  # set from the latents' spread
+    for lora in ("lcm_lora", "lora"):
+        pipe.load_lora_weights(root / paths[lora], adapter_name=lora)
+    stage_main("generate_images")()
+    stage_main("evaluate_generation")()
+
+    speed = json.loads((root / paths["generated"] / "speed.json").read_text())
+    assert set(speed) == {"lcm_base", "lcm_lora", "ddim_base", "ddim_lora"}
+    import numpy as np
+
+    with np.load(root / paths["generated"] / "lcm_lora.npz") as npz:
+        assert npz["images"].shape == (6, 16, 16) and npz["labels"].tolist() == [0] * 3 + [1] * 3
+    metrics = json.loads((root / paths["metrics"]).read_text())
+    for sampler in ("lcm", "ddim"):
+        for variant in ("base", "lora"):
+            row = metrics[sampler][variant]
+            assert row["domain_fid"] >= 0 and 0 <= row["class_agreement"] <= 1
+            assert row["images_per_s"] > 0 and row["diversity"] > 0
+    assert set(metrics["lcm_vs_ddim"]) >= {"speedup_base", "fid_ratio_lora"}
+    assert metrics["reference"]["val_vs_test_fid"] >= 0
+    for fig in ("vae_training", "base_training", "lcm_training", "lora_training", "lcm_grid",
+                "ddim_grid", "scores"):  # fmt: skip
+        assert (root / paths["figures"] / f"{fig}.png").read_bytes()[:4] == b"\x89PNG", fig

@@ -14,9 +14,16 @@ from cxrlab.config import PARAMS_FILE, load_params, section
 from cxrlab.data.lungseg import PrepareConfig
 from cxrlab.models.classifier import ClassifierConfig
 from cxrlab.models.clip import ClipArchConfig
+from cxrlab.models.diffusion import DiffusionConfig
 from cxrlab.models.segmenter import SegmenterConfig
 from cxrlab.training.classifier import TrainConfig
 from cxrlab.training.clip import ClipTrainConfig
+from cxrlab.training.diffusion import (
+    BaseTrainConfig,
+    LcmTrainConfig,
+    LoraTrainConfig,
+    VaeTrainConfig,
+)
 from cxrlab.training.segmenter import SegTrainConfig
 
 T = TypeVar("T")
@@ -195,12 +202,65 @@ class CohortParams:
     analysis: CohortAnalysis = field(default_factory=CohortAnalysis)
 
 
+@dataclass(frozen=True)
+class DiffusionPaths:
+    """``diffusion.paths``: inputs, models and outputs of the generation stages."""
+
+    data: str
+    subset: str
+    classifier: str
+    vae: str
+    base: str
+    lcm_lora: str
+    lora: str
+    checkpoints: str
+    generated: str
+    live: str
+    metrics: str
+    figures: str
+
+
+@dataclass(frozen=True)
+class SamplerParams:
+    """``diffusion.generate.samplers.<name>``: denoising steps and guidance."""
+
+    steps: int
+    guidance_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    """``diffusion.generate``: how many images per prompt and variant, and the samplers."""
+
+    seed: int = 0
+    per_prompt: int = 250
+    batch_size: int = 125
+    grid_columns: int = 10
+    lora_scale: float = 1.0
+    samplers: dict[str, SamplerParams] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DiffusionParams:
+    """``diffusion``: the Stable Diffusion base, its LCM-LoRA, generation and scoring."""
+
+    paths: DiffusionPaths
+    pretrained: str | None = None
+    model: DiffusionConfig = field(default_factory=DiffusionConfig)
+    vae_train: VaeTrainConfig = field(default_factory=VaeTrainConfig)
+    base_train: BaseTrainConfig = field(default_factory=BaseTrainConfig)
+    lcm: LcmTrainConfig = field(default_factory=LcmTrainConfig)
+    generate: GenerateParams = field(default_factory=GenerateParams)
+
+
 SECTIONS = {
     "fetch": FetchParams,
     "classifier": ClassifierParams,
     "clip": ClipParams,
     "segmentation": SegmentationParams,
     "cohort": CohortParams,
+    "diffusion": DiffusionParams,
+    "lora": LoraTrainConfig,
 }
 
 

@@ -95,7 +95,7 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: str | Path) 
     """Plot losses and validation metrics per epoch, side by side, as a PNG."""
     epochs = [row["epoch"] for row in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for key in ("train_loss", "val_loss"):
+    for key in [k for k in ("train_loss", "val_loss") if k in history[0]]:
         left.plot(epochs, [row[key] for row in history], marker="o", label=key.replace("_", " "))
     left.set(xlabel="epoch", ylabel="loss", title="loss")
     for key in [k for k in history[0] if k.startswith("val_") and k != "val_loss"]:
@@ -105,7 +105,8 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: str | Path) 
     right.set(xlabel="epoch", title="validation")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -150,4 +151,12 @@ def plot_confusion_matrices(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def save_note(text: str, path: str | Path) -> Path:
+    """A small PNG holding one line of text, where a stage has no curves to show."""
+    fig, ax = plt.subplots(figsize=(6, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10)
     return _save(fig, path)

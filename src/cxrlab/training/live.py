@@ -24,3 +24,16 @@ def epoch_logger(directory: str) -> Iterator[tuple[Live, Callable[[dict], None]]
             live.next_step()
 
         yield live, log_epoch
+
+
+def record_pretrained(directory: str, figure: str, source: str) -> None:
+    """Mark a training stage that copied ``source`` instead of training (gpu profile).
+
+    Writes the stage's metrics (``trained_here: 0``) and a figure saying so, so that
+    the outputs ``dvc.yaml`` declares exist either way.
+    """
+    from cxrlab.reporting.figures import save_note
+
+    with Live(dir=directory, dvcyaml=False, save_dvc_exp=False) as live:
+        live.log_metric("trained_here", 0, plot=False)
+    save_note(f"not trained here: copied from {source}", figure)

@@ -1,0 +1,26 @@
+"""Figures for the generation stages: domain FID and class agreement per variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cxrlab.reporting.figures import _save, plt
+
+
+def plot_generation_scores(scores: dict, reference_fid: float, path: str | Path) -> Path:
+    """Bars of domain FID and class agreement for each sampler x variant."""
+    keys = [(s, v) for s in scores for v in scores[s]]
+    labels = [f"{s}\n{v}" for s, v in keys]
+    colors = ["#4575b4" if v == "base" else "#d73027" for _, v in keys]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    left.bar(labels, [scores[s][v]["domain_fid"] for s, v in keys], color=colors)
+    left.axhline(reference_fid, color="k", ls="--", lw=1, label="real val vs real test")
+    left.set(title="domain FID vs real test (lower is better)")
+    left.legend(fontsize=8)
+    right.bar(labels, [scores[s][v]["class_agreement"] for s, v in keys], color=colors)
+    right.axhline(0.5, color="k", ls=":", lw=1)
+    right.set(title="class agreement (classifier = prompt)", ylim=(0, 1))
+    for ax in (left, right):
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,98 @@
+"""Stage evaluate_generation: domain FID, class agreement, diversity and speed.
+
+Scores every sampler x variant that generate_images wrote with the project's own
+PneumoniaMNIST classifier: Fréchet distance of its penultimate features against
+the real test images, the share of images it assigns to the prompted class, and
+mean pairwise feature distance. Real images pass through the same resize to the
+generation resolution and back. References: real val vs real test, and test
+images reconstructed by the VAE (the autoencoder's floor).
+
+Inputs:  ``diffusion.paths.{generated,classifier,base,data}``.
+Outputs: ``diffusion.paths.metrics`` (generation.json); ``<figures>/scores.png``.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
+from cxrlab.data.transforms import to_tensor, to_uint8
+from cxrlab.errors import DataError
+from cxrlab.evaluation.generation import (
+    compare_samplers,
+    frechet_distance,
+    mean_pairwise_distance,
+    score_set,
+)
+from cxrlab.models.classifier import embed, load_classifier, predict_proba
+from cxrlab.params import load_section
+from cxrlab.reporting.generation import plot_generation_scores
+from cxrlab.utils import run_stage, write_json
+
+log = logging.getLogger("evaluate_generation")
+
+
+def main() -> None:
+    """Score each generated set and write the metrics and the figure."""
+    params = load_section("diffusion")
+    paths, res = params.paths, params.model.resolution
+    model, meta = load_classifier(paths.classifier)
+    size = meta["image_size"]
+
+    def features(images):
+        x = to_tensor(images, size)
+        return embed(model, x).numpy(), predict_proba(model, x).numpy()
+
+    splits = load_pneumoniamnist(paths.data)
+    real = {s: to_uint8(to_tensor(splits[s].images, res)) for s in ("val", "test")}
+    real_test, _ = features(real["test"])
+    speed = _read_json(Path(paths.generated) / "speed.json")
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    for key in speed:
+        sampler, variant = key.rsplit("_", 1)
+        with np.load(Path(paths.generated) / f"{key}.npz") as npz:
+            images, labels = npz["images"], npz["labels"]
+        feats, prob = features(images)
+        row = score_set(feats, prob, labels, real_test, CLASS_NAMES) | speed[key]
+        scores.setdefault(sampler, {})[variant] = row
+        log.info("%s: %s", key, {k: round(v, 4) for k, v in row.items()})
+    reference = {
+        "val_vs_test_fid": frechet_distance(features(real["val"])[0], real_test),
+        "vae_reconstruction_fid": frechet_distance(
+            features(_reconstruct(paths.base, real["test"], res))[0], real_test
+        ),
+        "test_diversity": mean_pairwise_distance(real_test),
+    }
+    metrics = {**scores, "reference": reference}
+    if {"lcm", "ddim"} <= set(scores):
+        metrics["lcm_vs_ddim"] = compare_samplers(scores, "lcm", "ddim")
+    write_json(paths.metrics, metrics)
+    plot_generation_scores(scores, reference["val_vs_test_fid"], Path(paths.figures) / "scores.png")
+    log.info("reference %s; wrote %s", reference, paths.metrics)
+
+
+@torch.no_grad()
+def _reconstruct(base: str, images: np.ndarray, res: int) -> np.ndarray:
+    """Test images encoded and decoded by the pipeline's VAE."""
+    from diffusers import AutoencoderKL
+
+    from cxrlab.models.diffusion import to_rgb
+
+    vae = AutoencoderKL.from_pretrained(base, subfolder="vae").eval()
+    out = torch.cat(
+        [vae.decode(vae.encode(b).latent_dist.mean).sample for b in to_rgb(images, res).split(256)]
+    )
+    return to_uint8(out.mean(1, keepdim=True))
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path} not found: run the generate_images stage first.")
+    return json.loads(path.read_text())
+
+
+if __name__ == "__main__":
+    run_stage(main)

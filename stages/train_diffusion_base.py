@@ -1,0 +1,64 @@
+"""Stage train_diffusion_base: the Stable Diffusion base model, pretrained here.
+
+Builds a ``StableDiffusionPipeline`` from ``diffusion.model`` around the trained VAE
+(CLIP tokenizer, a random frozen CLIP text encoder, a new UNet) and trains the UNet
+on every PneumoniaMNIST training image with one generic prompt. The EMA weights of
+the last epoch are saved. With ``diffusion.pretrained`` set, it saves that pipeline.
+
+Inputs:  ``diffusion.paths.data``, ``diffusion.paths.vae``; params ``diffusion.pretrained``,
+         ``diffusion.model``, ``diffusion.base_train``.
+Outputs: ``diffusion.paths.base`` (``save_pretrained`` layout);
+         ``<diffusion.paths.live>/train_diffusion_base``; ``<figures>/base_training.png``.
+"""
+
+import logging
+from pathlib import Path
+
+from cxrlab.data.pneumoniamnist import load_pneumoniamnist
+from cxrlab.models.diffusion import build_pipeline, encode_latents, load_pipeline, to_rgb
+from cxrlab.params import load_section
+from cxrlab.reporting.figures import plot_training_curves
+from cxrlab.training.diffusion import make_conditioning, train_base_unet
+from cxrlab.training.live import epoch_logger, record_pretrained
+from cxrlab.utils import atomic_path, run_stage, seed_everything
+
+log = logging.getLogger("train_diffusion_base")
+
+
+def main() -> None:
+    """Train (or copy) the base pipeline and save it."""
+    from diffusers import AutoencoderKL
+
+    params = load_section("diffusion")
+    paths, cfg, res = params.paths, params.base_train, params.model.resolution
+    seed_everything(cfg.seed)
+    figure = Path(paths.figures) / "base_training.png"
+    if params.pretrained:
+        log.info("copying the pipeline %s", params.pretrained)
+        pipe = load_pipeline(params.pretrained)
+        record_pretrained(f"{paths.live}/train_diffusion_base", figure, params.pretrained)
+    else:
+        pipe = build_pipeline(params.model, cfg.seed)
+        pipe.vae = AutoencoderKL.from_pretrained(paths.vae)
+        pipe.vae.requires_grad_(False)
+        pipe.text_encoder.requires_grad_(False)
+        splits = load_pneumoniamnist(paths.data)
+        latents = {s: encode_latents(pipe.vae, to_rgb(splits[s].images, res)) for s in splits}
+        cond = {s: make_conditioning(pipe, [cfg.prompt] * len(latents[s])) for s in latents}
+        log.info(
+            "training the UNet on %d latents %s", len(latents["train"]), latents["train"].shape[1:]
+        )
+        with epoch_logger(f"{paths.live}/train_diffusion_base") as (_, log_epoch):
+            result, ema = train_base_unet(
+                pipe.unet, pipe.scheduler, latents["train"], latents["val"], cond["train"],
+                cond["val"], cfg, f"{paths.checkpoints}/base.pt", log_epoch,
+            )  # fmt: skip
+        pipe.unet = ema
+        plot_training_curves(result.history, figure)
+    with atomic_path(paths.base) as tmp:
+        pipe.save_pretrained(tmp)
+    log.info("saved %s", paths.base)
+
+
+if __name__ == "__main__":
+    run_stage(main)

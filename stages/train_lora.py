@@ -1,0 +1,51 @@
+"""Stage train_lora: LoRA fine-tune of the diffusion base on the balanced, captioned subset.
+
+The step the seed ran: diffusers + peft LoRA on the UNet's attention, trained on
+the imagefolder ``export_clip_subset`` writes (PNG + ``metadata.jsonl`` with
+``file_name`` and ``text``), with the class captions as prompts. Run longer with
+``dvc exp run -S lora.steps=1000``.
+
+Inputs:  ``diffusion.paths.base``, ``diffusion.paths.subset``; params ``lora``,
+         ``diffusion.model.resolution``.
+Outputs: ``diffusion.paths.lora`` (``pytorch_lora_weights.safetensors``, diffusers format);
+         ``<diffusion.paths.live>/train_lora``; ``<figures>/lora_training.png``.
+"""
+
+import logging
+from pathlib import Path
+
+from cxrlab.data.imagefolder import read_imagefolder
+from cxrlab.models.diffusion import encode_latents, load_pipeline, save_lora, to_rgb
+from cxrlab.params import load_section
+from cxrlab.reporting.figures import plot_training_curves
+from cxrlab.training.diffusion import make_conditioning, train_lora
+from cxrlab.training.live import epoch_logger
+from cxrlab.utils import run_stage, seed_everything
+
+log = logging.getLogger("train_lora")
+
+
+def main() -> None:
+    """Fine-tune the LoRA and save it."""
+    params, cfg = load_section("diffusion"), load_section("lora")
+    paths = params.paths
+    seed_everything(cfg.seed)
+    images, texts = read_imagefolder(paths.subset)
+    pipe = load_pipeline(paths.base)
+    latents = encode_latents(pipe.vae, to_rgb(images, params.model.resolution))
+    cond = make_conditioning(pipe, texts)
+    log.info(
+        "LoRA rank %d, %d steps on %d images, prompts: %s",
+        cfg.rank, cfg.steps, len(images), sorted(set(texts)),
+    )  # fmt: skip
+    with epoch_logger(f"{paths.live}/train_lora") as (_, log_epoch):
+        result = train_lora(
+            pipe.unet, pipe.scheduler, latents, cond, cfg, f"{paths.checkpoints}/lora.pt", log_epoch
+        )
+    plot_training_curves(result.history, Path(paths.figures) / "lora_training.png")
+    save_lora(pipe.unet, paths.lora)
+    log.info("saved %s", paths.lora)
+
+
+if __name__ == "__main__":
+    run_stage(main)

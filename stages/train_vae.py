@@ -1,0 +1,59 @@
+"""Stage train_vae: the Stable Diffusion autoencoder (AutoencoderKL), trained here.
+
+Trains on every PneumoniaMNIST training image at ``diffusion.model.resolution`` and
+picks the epoch with the best validation reconstruction. Then sets the latent
+``scaling_factor`` to 1 / std of the training latents, as Stable Diffusion did.
+With ``diffusion.pretrained`` set, it copies that pipeline's VAE instead.
+
+Inputs:  ``diffusion.paths.data``; params ``diffusion.pretrained``, ``diffusion.model``,
+         ``diffusion.vae_train``.
+Outputs: ``diffusion.paths.vae`` (diffusers ``save_pretrained`` layout);
+         ``<diffusion.paths.live>/train_vae`` (dvclive); ``<figures>/vae_training.png``.
+"""
+
+import logging
+from pathlib import Path
+
+from cxrlab.data.pneumoniamnist import load_pneumoniamnist
+from cxrlab.models.diffusion import build_vae, set_latent_scale, to_rgb
+from cxrlab.params import load_section
+from cxrlab.reporting.figures import plot_training_curves
+from cxrlab.training.diffusion import train_vae
+from cxrlab.training.live import epoch_logger, record_pretrained
+from cxrlab.utils import atomic_path, run_stage, seed_everything
+
+log = logging.getLogger("train_vae")
+
+
+def main() -> None:
+    """Train (or copy) the VAE and save it."""
+    params = load_section("diffusion")
+    paths, cfg, res = params.paths, params.vae_train, params.model.resolution
+    seed_everything(cfg.seed)
+    figure = Path(paths.figures) / "vae_training.png"
+    if params.pretrained:
+        from diffusers import AutoencoderKL
+
+        log.info("copying the VAE of %s", params.pretrained)
+        vae = AutoencoderKL.from_pretrained(params.pretrained, subfolder="vae")
+        record_pretrained(f"{paths.live}/train_vae", figure, params.pretrained)
+    else:
+        splits = load_pneumoniamnist(paths.data)
+        train_x, val_x = to_rgb(splits["train"].images, res), to_rgb(splits["val"].images, res)
+        log.info("training the VAE on %d images at %d px", len(train_x), res)
+        vae = build_vae(params.model.vae, res)
+        with epoch_logger(f"{paths.live}/train_vae") as (live, log_epoch):
+            result = train_vae(vae, train_x, val_x, cfg, f"{paths.checkpoints}/vae.pt", log_epoch)
+            live.log_metric("best_epoch", result.best_epoch, plot=False)
+            live.log_metric(
+                "val_psnr", result.history[result.best_epoch - 1]["val_psnr"], plot=False
+            )
+        plot_training_curves(result.history, figure)
+        log.info("latent scaling factor %.4f", set_latent_scale(vae, train_x))
+    with atomic_path(paths.vae) as tmp:
+        vae.save_pretrained(tmp)
+    log.info("saved %s", paths.vae)
+
+
+if __name__ == "__main__":
+    run_stage(main)

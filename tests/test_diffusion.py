@@ -1,0 +1,255 @@
+"""The Stable Diffusion parts at tiny sizes: training steps, LoRA round trips, LCM, metrics."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cxrlab.data.imagefolder import read_imagefolder, write_imagefolder
+from cxrlab.errors import ConfigError, DataError
+from cxrlab.evaluation.generation import (
+    class_agreement,
+    compare_samplers,
+    frechet_distance,
+    mean_pairwise_distance,
+)
+from cxrlab.models.diffusion import (
+    DiffusionConfig,
+    TextConfig,
+    UnetConfig,
+    VaeConfig,
+    build_pipeline,
+    build_tokenizer,
+    encode_latents,
+    load_pipeline,
+    sample_images,
+    save_lora,
+    set_latent_scale,
+    to_rgb,
+    use_adapters,
+    use_sampler,
+)
+from cxrlab.training.diffusion import (
+    BaseTrainConfig,
+    ConsistencySolver,
+    LcmTrainConfig,
+    LoraTrainConfig,
+    VaeTrainConfig,
+    distill_lcm,
+    make_conditioning,
+    train_base_unet,
+    train_lora,
+    train_vae,
+)
+
+TINY = DiffusionConfig(
+    resolution=16,
+    vae=VaeConfig(block_out_channels=[8, 16], norm_num_groups=4),
+    unet=UnetConfig(block_out_channels=[16, 32], attention_head_dim=4, norm_num_groups=8),
+    text=TextConfig(hidden_size=16, layers=1, heads=2, max_length=16),
+)
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (24, 28, 28), dtype=np.uint8)
+
+
+@pytest.fixture
+def pipe():
+    torch.manual_seed(0)
+    return build_pipeline(TINY, seed=0)
+
+
+def unet_out(unet, emb, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(2, 4, 8, 8, generator=gen)
+    with torch.no_grad():
+        return unet(z, torch.tensor([10, 500]), emb[:1].expand(2, -1, -1)).sample
+
+
+def test_tokenizer_matches_open_clip_ids():
+    import open_clip
+
+    text = "a chest x-ray showing right lower lobe pneumonia"
+    ours = build_tokenizer(32)(text).input_ids
+    theirs = open_clip.get_tokenizer("RN50")([text])[0].tolist()
+    assert ours == theirs[: len(ours)] and ours[0] == 49406 and ours[-1] == 49407
+
+
+def test_pipeline_round_trips_through_save_pretrained(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "base")
+    loaded = load_pipeline(tmp_path / "base")
+    emb = make_conditioning(pipe, ["a chest x-ray"]).bank
+    assert torch.equal(unet_out(pipe.unet, emb), unet_out(loaded.unet, emb))
+    with pytest.raises(DataError, match="cannot load a Stable Diffusion pipeline"):
+        load_pipeline(tmp_path / "missing")
+
+
+def test_vae_training_lowers_reconstruction_error_and_sets_scale(pipe, images):
+    x = to_rgb(images, 16)
+    before = torch.nn.functional.mse_loss(pipe.vae(x).sample, x).item()
+    cfg = VaeTrainConfig(epochs=3, batch_size=8, lr=3e-3)
+    result = train_vae(pipe.vae, x, x[:8], cfg)
+    assert result.history[-1]["val_loss"] < before
+    scale = set_latent_scale(pipe.vae, x)
+    assert encode_latents(pipe.vae, x).std().item() == pytest.approx(1.0, rel=1e-4)
+    assert pipe.vae.config.scaling_factor == scale
+
+
+def test_base_training_resumes_to_the_same_weights(pipe, images, tmp_path):
+    z = encode_latents(pipe.vae, to_rgb(images, 16))
+    cond = make_conditioning(pipe, ["a chest x-ray"] * len(z))
+    cfg = BaseTrainConfig(epochs=2, batch_size=8, uncond_prob=0.5)
+    state = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    full, ema_full = train_base_unet(pipe.unet, pipe.scheduler, z, z[:8], cond, cond, cfg)
+    assert len(full.history) == 2 and np.isfinite(full.history[-1]["val_loss"])
+    assert not torch.equal(next(ema_full.parameters()), next(pipe.unet.parameters()))
+
+    pipe.unet.load_state_dict(state)
+    ckpt = tmp_path / "base.pt"
+
+    def crash_after_one(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_base_unet(pipe.unet, pipe.scheduler, z, z[:8], cond, cond, cfg, ckpt, crash_after_one)
+    assert ckpt.is_file()
+    pipe.unet.load_state_dict(state)  # a fresh process would rebuild the same initial model
+    resumed, ema = train_base_unet(pipe.unet, pipe.scheduler, z, z[:8], cond, cond, cfg, ckpt)
+    assert resumed.history == full.history and not ckpt.exists()
+    for a, b in zip(ema.parameters(), ema_full.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_lora_saves_and_reloads_to_identical_outputs(pipe, images, tmp_path):
+    pipe.save_pretrained(tmp_path / "base")
+    z = encode_latents(pipe.vae, to_rgb(images, 16))
+    texts = ["normal lungs", "pneumonia"] * (len(z) // 2)
+    cond = make_conditioning(pipe, texts)
+    result = train_lora(pipe.unet, pipe.scheduler, z, cond, LoraTrainConfig(steps=3, eval_every=2))
+    assert [row["epoch"] for row in result.history] == [1, 2]  # blocks of 2 + 1 steps
+    trainable = {n for n, p in pipe.unet.named_parameters() if p.requires_grad}
+    assert trainable and all("lora" in n for n in trainable)
+    save_lora(pipe.unet, tmp_path / "lora")
+
+    fresh = load_pipeline(tmp_path / "base")
+    base_out = unet_out(fresh.unet, cond.bank)
+    fresh.load_lora_weights(tmp_path / "lora", adapter_name="class")
+    assert torch.allclose(
+        unet_out(fresh.unet, cond.bank), unet_out(pipe.unet, cond.bank), atol=1e-6
+    )
+    assert not torch.allclose(unet_out(fresh.unet, cond.bank), base_out, atol=1e-4)
+    use_adapters(fresh, {})
+    assert torch.allclose(unet_out(fresh.unet, cond.bank), base_out, atol=1e-6)
+
+
+def test_lora_steps_must_be_positive():
+    from cxrlab.config import from_dict
+
+    with pytest.raises(ConfigError, match="'lora.steps' must be positive"):
+        from_dict(LoraTrainConfig, {"steps": 0}, "lora")
+
+
+def test_consistency_boundary_conditions(pipe):
+    solver = ConsistencySolver(pipe.scheduler, 50)
+    assert solver.timesteps[0] == 19 and solver.timesteps[-1] == 999 and solver.skip == 20
+    z, out = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    # At t = 0 the consistency function is the identity: f(z, 0) = z.
+    assert torch.allclose(solver._consistency(out, z, torch.tensor([0, 0])), z)
+    # At large t it is (almost) the model's clean-latent estimate.
+    t = torch.tensor([999, 999])
+    assert torch.allclose(solver._consistency(out, z, t), solver._x0(out, z, t), atol=1e-5)
+
+
+def test_lcm_distillation_trains_only_the_lora_and_samples_in_four_steps(pipe, images, tmp_path):
+    pipe.save_pretrained(tmp_path / "base")
+    z = encode_latents(pipe.vae, to_rgb(images, 16))
+    cond = make_conditioning(pipe, ["a chest x-ray"] * len(z))
+    base_out = unet_out(pipe.unet, cond.bank)
+    cfg = LcmTrainConfig(steps=3, eval_every=3, batch_size=8, rank=2, teacher_guidance=2.0)
+    result = distill_lcm(pipe.unet, pipe.scheduler, z, z[:8], cond, cond, cfg)
+    assert np.isfinite(result.history[-1]["train_loss"])
+    assert np.isfinite(result.history[-1]["val_loss"])
+    # After the teacher's passes the adapter is on again, and it changed the output.
+    assert not torch.allclose(unet_out(pipe.unet, cond.bank), base_out, atol=1e-5)
+    distilled = unet_out(pipe.unet, cond.bank)
+    save_lora(pipe.unet, tmp_path / "lcm")
+    pipe.unet.disable_adapters()
+    assert torch.allclose(unet_out(pipe.unet, cond.bank), base_out, atol=1e-6)
+
+    # The LoRA adapts convolutions too; all of it must come back on reload.
+    pipe = load_pipeline(tmp_path / "base")
+    pipe.load_lora_weights(tmp_path / "lcm", adapter_name="lcm")
+    assert torch.allclose(unet_out(pipe.unet, cond.bank), distilled, atol=1e-6)
+    use_sampler(pipe, "lcm", dict(pipe.scheduler.config))
+    pipe.set_progress_bar_config(disable=True)
+    a = sample_images(pipe, "a chest x-ray", 3, 4, 1.0, seed=1, batch_size=2, resolution=16)
+    b = sample_images(pipe, "a chest x-ray", 3, 4, 1.0, seed=1, batch_size=2, resolution=16)
+    c = sample_images(pipe, "a chest x-ray", 3, 4, 1.0, seed=2, batch_size=2, resolution=16)
+    assert a.shape == (3, 16, 16) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert len(pipe.scheduler.timesteps) == 4
+    with pytest.raises(DataError, match="unknown sampler"):
+        use_sampler(pipe, "euler", dict(pipe.scheduler.config))
+
+
+def test_frechet_distance_known_answers():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 4))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    shift = np.array([1.0, 2.0, 0.0, -2.0])
+    assert frechet_distance(a, a + shift) == pytest.approx(9.0, rel=1e-6)
+    # Independent axes with std 1 and 3: trace term = sum (1 - 3)^2 = 4 per axis.
+    assert frechet_distance(a, 3 * a) == pytest.approx(
+        4 * 4 * np.var(a, axis=0, ddof=1).mean(), rel=0.05
+    )
+    with pytest.raises(ValueError):
+        frechet_distance(a, a[:, :3])
+
+
+def test_class_agreement_and_diversity_known_answers():
+    prob = np.array([0.9, 0.2, 0.7, 0.1])
+    shares = class_agreement(prob, np.array([1, 1, 0, 0]))
+    assert shares == {"all": 0.5, 0: 0.5, 1: 0.5}
+    triangle = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])
+    assert mean_pairwise_distance(triangle) == pytest.approx(1.0)
+    scores = {
+        s: {
+            "base": {"domain_fid": 10.0, "class_agreement": 0.5, "images_per_s": ips},
+            "lora": {"domain_fid": fid, "class_agreement": 0.8, "images_per_s": ips},
+        }
+        for s, ips, fid in (("lcm", 120.0, 12.0), ("ddim", 10.0, 10.0))
+    }
+    out = compare_samplers(scores, "lcm", "ddim")
+    assert out["speedup_base"] == 12.0 and out["fid_ratio_lora"] == 1.2
+    assert out["lora_agreement_gain_lcm"] == pytest.approx(0.3)
+
+
+def test_imagefolder_round_trip_and_bad_input(tmp_path, images):
+    folder = write_imagefolder(tmp_path / "s", images[:2], ["a", "b"], ["x0", "x1"])
+    read, texts = read_imagefolder(folder)
+    assert np.array_equal(read, images[:2]) and texts == ["a", "b"]
+    meta = folder / "metadata.jsonl"
+
+    def broken(text, match):
+        meta.write_text(text)
+        with pytest.raises(DataError, match=match):
+            read_imagefolder(folder)
+
+    broken("", "the subset is empty")
+    broken(json.dumps({"text": "a"}) + "\n", "no 'file_name' field")
+    broken(json.dumps({"file_name": "x0.png"}) + "\n", "no 'text' field")
+    broken(json.dumps({"file_name": "gone.png", "text": "a"}) + "\n", "gone.png .* unreadable")
+    broken("{not json\n", "line 1 is not JSON")
+    (folder / "small.png").write_bytes((folder / "x0.png").read_bytes())
+    from PIL import Image
+
+    Image.fromarray(images[0][:20, :20]).save(folder / "small.png")
+    rows = [{"file_name": "x0.png", "text": "a"}, {"file_name": "small.png", "text": "b"}]
+    broken("".join(json.dumps(r) + "\n" for r in rows), "small.png is")
+    with pytest.raises(DataError, match="export_clip_subset"):
+        read_imagefolder(tmp_path / "nowhere")
