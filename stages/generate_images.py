@@ -3,7 +3,8 @@
 For every sampler in ``diffusion.generate.samplers`` (LCM with the LCM-LoRA, and a
 DDIM baseline on the same base) and both variants (``base``: no fine-tuned LoRA;
 ``lora``: with it), generates ``per_prompt`` images for each class caption of
-``clip.subset.text`` from fixed seeds, and times it.
+``clip.subset.text`` from fixed seeds, and times it. The LoRAs are fused into the
+UNet's weights before sampling, so they cost nothing per step.
 
 Inputs:  ``diffusion.paths.{base,lcm_lora,lora}``, ``diffusion.paths.data`` (real images
          for the grids); params ``diffusion.generate``, ``diffusion.model.resolution``,
@@ -21,7 +22,7 @@ import numpy as np
 
 from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
 from cxrlab.errors import ConfigError
-from cxrlab.models.diffusion import load_pipeline, sample_images, use_adapters, use_sampler
+from cxrlab.models.diffusion import load_variant, sample_images, use_sampler
 from cxrlab.params import load_section
 from cxrlab.reporting.figures import Panel, save_gallery
 from cxrlab.utils import atomic_path, run_stage, seed_everything
@@ -40,20 +41,16 @@ def main() -> None:
     missing = [c for c in CLASS_NAMES if not captions.get(c)]
     if missing:
         raise ConfigError(f"clip.subset.text has no caption for class '{missing[0]}'.")
-    pipe = load_pipeline(paths.base)
-    pipe.load_lora_weights(paths.lcm_lora, adapter_name="lcm")
-    pipe.load_lora_weights(paths.lora, adapter_name="lora")
-    scheduler_config = dict(pipe.scheduler.config)
     real = load_pneumoniamnist(paths.data)["test"]
     speed, out = {}, {}
     for sampler, sampling in cfg.samplers.items():
-        use_sampler(pipe, sampler, scheduler_config)
         rows = []
         for variant in VARIANTS:
-            adapters = {"lcm": 1.0} if sampler == "lcm" else {}
+            adapters = {"lcm": (paths.lcm_lora, 1.0)} if sampler == "lcm" else {}
             if variant == "lora":
-                adapters["lora"] = cfg.lora_scale
-            use_adapters(pipe, adapters)
+                adapters["lora"] = (paths.lora, cfg.lora_scale)
+            pipe = load_variant(paths.base, adapters)
+            use_sampler(pipe, sampler, dict(pipe.scheduler.config))
             key = f"{sampler}_{variant}"
             images, speed[key] = _generate(pipe, sampling, captions, cfg, res)
             out[key] = np.concatenate(images)

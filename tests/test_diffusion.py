@@ -23,11 +23,11 @@ from cxrlab.models.diffusion import (
     build_tokenizer,
     encode_latents,
     load_pipeline,
+    load_variant,
     sample_images,
     save_lora,
     set_latent_scale,
     to_rgb,
-    use_adapters,
     use_sampler,
 )
 from cxrlab.training.diffusion import (
@@ -143,8 +143,13 @@ def test_lora_saves_and_reloads_to_identical_outputs(pipe, images, tmp_path):
         unet_out(fresh.unet, cond.bank), unet_out(pipe.unet, cond.bank), atol=1e-6
     )
     assert not torch.allclose(unet_out(fresh.unet, cond.bank), base_out, atol=1e-4)
-    use_adapters(fresh, {})
-    assert torch.allclose(unet_out(fresh.unet, cond.bank), base_out, atol=1e-6)
+    fused = load_variant(tmp_path / "base", {"class": (tmp_path / "lora", 1.0)})
+    assert not any("lora" in name for name, _ in fused.unet.named_parameters())
+    assert torch.allclose(
+        unet_out(fused.unet, cond.bank), unet_out(pipe.unet, cond.bank), atol=1e-5
+    )
+    plain = load_variant(tmp_path / "base", {})
+    assert torch.allclose(unet_out(plain.unet, cond.bank), base_out, atol=1e-6)
 
 
 def test_lora_steps_must_be_positive():

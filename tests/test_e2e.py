@@ -49,6 +49,15 @@ def repo(tmp_path_factory):
     params["clip"]["subset"]["per_class"] = 20
     params["segmentation"]["prepare"]["image_size"] = 64
     params["segmentation"]["train"]["epochs"] = 4
+    diffusion = params["diffusion"]
+    diffusion["model"]["vae"].update(block_out_channels=[16, 32, 32], norm_num_groups=8)
+    diffusion["model"]["unet"].update(block_out_channels=[32, 64], norm_num_groups=16)
+    diffusion["vae_train"]["epochs"] = 1
+    diffusion["base_train"]["epochs"] = 1
+    diffusion["lcm"].update(steps=20, eval_every=10)
+    diffusion["generate"].update(per_prompt=20, batch_size=20)
+    diffusion["generate"]["samplers"]["ddim"]["steps"] = 20
+    params["lora"].update(steps=10, eval_every=10)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for cmd in (
@@ -103,6 +112,12 @@ def test_dvc_repro_runs_every_stage_and_writes_sane_metrics(repo):
     analysis = json.loads((root / cohort["analysis_metrics"]).read_text())
     assert analysis["ctr_cardiomegaly_vs_others"]["n_a"] == 137
     assert (root / cohort["summary"]).read_text().startswith("# Cohort summary")
+    gen = json.loads((root / params["diffusion"]["paths"]["metrics"]).read_text())
+    for sampler in ("lcm", "ddim"):
+        for variant in ("base", "lora"):
+            assert 0 <= gen[sampler][variant]["class_agreement"] <= 1
+    # 4 LCM steps against 20 DDIM steps; the 50-step default is measured in BENCHMARKS.md.
+    assert gen["lcm_vs_ddim"]["speedup_base"] > 2
 
     start = time.perf_counter()
     out = run(["dvc", "repro"], root, env).stdout
@@ -119,3 +134,13 @@ def test_changing_one_param_reruns_only_its_stage(repo):
     assert "Running stage 'classifier_retrieval'" in out
     assert "Running stage 'train_classifier'" not in out
     assert "Running stage 'evaluate_classifier'" not in out
+
+
+def test_lora_experiment_reruns_only_the_lora_and_what_follows(repo):
+    root, params, env = repo
+    run(["dvc", "repro"], root, env)  # no-op when the first test ran
+    out = run(["dvc", "exp", "run", "-S", "lora.steps=20"], root, env).stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"train_lora", "generate_images", "evaluate_generation"}, out
+    diff = run(["dvc", "metrics", "diff", "--json"], root, env).stdout
+    assert "lcm.lora.class_agreement" in diff

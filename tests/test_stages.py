@@ -252,3 +252,39 @@ def test_diffusion_stages_chain_on_tiny_data(workdir):
     for fig in ("vae_training", "base_training", "lcm_training", "lora_training", "lcm_grid",
                 "ddim_grid", "scores"):  # fmt: skip
         assert (root / paths["figures"] / f"{fig}.png").read_bytes()[:4] == b"\x89PNG", fig
+
+
+def test_gpu_profile_path_loads_pretrained_pipeline_and_lcm_lora_by_path(workdir, tmp_path):
+    """pretrained = a pipeline saved in hub layout; the stages copy instead of training."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from cxrlab.config import from_dict
+    from cxrlab.models.diffusion import DiffusionConfig, add_lora, build_pipeline, save_lora
+
+    root, params = workdir
+    paths = diffusion_workdir(root, params)
+    hub = tmp_path / "hub"
+    pretrained = build_pipeline(from_dict(DiffusionConfig, params["diffusion"]["model"]), seed=3)
+    pretrained.save_pretrained(hub / "sd")
+    add_lora(pretrained.unet, rank=2)
+    with torch.no_grad():
+        for name, p in pretrained.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    save_lora(pretrained.unet, hub / "lcm")
+    params["diffusion"]["pretrained"] = str(hub / "sd")
+    params["diffusion"]["lcm"]["pretrained"] = str(hub / "lcm")
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("train_vae", "train_diffusion_base", "train_lcm_lora", "train_lora"):
+        stage_main(stage)()
+
+    base = StableDiffusionPipeline.from_pretrained(root / paths["base"])
+    original = StableDiffusionPipeline.from_pretrained(hub / "sd")
+    for a, b in zip(base.unet.parameters(), original.unet.parameters(), strict=True):
+        assert torch.equal(a, b)
+    lcm = root / paths["lcm_lora"] / "pytorch_lora_weights.safetensors"
+    assert lcm.read_bytes() == (hub / "lcm" / "pytorch_lora_weights.safetensors").read_bytes()
+    live = json.loads((root / paths["live"] / "train_lcm_lora" / "metrics.json").read_text())
+    assert live["trained_here"] == 0
+    base.load_lora_weights(root / paths["lora"], adapter_name="lora")  # trained on the copy

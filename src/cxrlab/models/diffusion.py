@@ -331,13 +331,25 @@ def use_sampler(pipe, kind: str, base_config: dict) -> None:
     pipe.scheduler = schedulers[kind].from_config(base_config)
 
 
-def use_adapters(pipe, weights: dict[str, float]) -> None:
-    """Activate the named LoRA adapters with the given weights; none = the base model."""
-    if not weights:
-        pipe.disable_lora()
-        return
-    pipe.enable_lora()
-    pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
+def load_variant(source: str | Path, adapters: dict[str, tuple[str | Path, float]]):
+    """Load a pipeline with LoRA adapters fused into its weights, for fast sampling.
+
+    Args:
+        source: The base pipeline (folder or hub id).
+        adapters: ``{name: (lora folder or hub id, weight)}``; empty = the base model.
+
+    Returns:
+        A pipeline whose UNet has the weighted LoRAs merged in and no adapter layers
+        left, so sampling costs what the base model costs.
+    """
+    pipe = load_pipeline(source)
+    if adapters:
+        for name, (path, _) in adapters.items():
+            pipe.load_lora_weights(str(path), adapter_name=name)
+        pipe.set_adapters(list(adapters), adapter_weights=[w for _, w in adapters.values()])
+        pipe.fuse_lora(adapter_names=list(adapters))
+        pipe.unload_lora_weights()
+    return pipe
 
 
 @torch.no_grad()

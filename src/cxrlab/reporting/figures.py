@@ -94,16 +94,19 @@ def save_gallery(
 def plot_training_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
     """Plot losses and validation metrics per epoch, side by side, as a PNG."""
     epochs = [row["epoch"] for row in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    others = [k for k in history[0] if k.startswith("val_") and k != "val_loss"]
+    fig, axes = plt.subplots(1, 2 if others else 1, figsize=(9 if others else 4.8, 3.4))
+    left, right = (axes[0], axes[1]) if others else (axes, None)
     for key in [k for k in ("train_loss", "val_loss") if k in history[0]]:
         left.plot(epochs, [row[key] for row in history], marker="o", label=key.replace("_", " "))
     left.set(xlabel="epoch", ylabel="loss", title="loss")
-    for key in [k for k in history[0] if k.startswith("val_") and k != "val_loss"]:
+    for key in others:
         right.plot(
             epochs, [row[key] for row in history], marker="o", label=key[4:].replace("_", " ")
         )
-    right.set(xlabel="epoch", title="validation")
-    for ax in (left, right):
+    if right is not None:
+        right.set(xlabel="epoch", title="validation")
+    for ax in [a for a in (left, right) if a is not None]:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
