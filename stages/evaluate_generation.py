@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
 from cxrlab.data.transforms import to_tensor, to_uint8
@@ -28,6 +27,7 @@ from cxrlab.evaluation.generation import (
     score_set,
 )
 from cxrlab.models.classifier import embed, load_classifier, predict_proba
+from cxrlab.models.diffusion import reconstruct
 from cxrlab.params import load_section
 from cxrlab.reporting.generation import plot_generation_scores
 from cxrlab.utils import run_stage, write_json
@@ -62,7 +62,7 @@ def main() -> None:
     reference = {
         "val_vs_test_fid": frechet_distance(features(real["val"])[0], real_test),
         "vae_reconstruction_fid": frechet_distance(
-            features(_reconstruct(paths.base, real["test"], res))[0], real_test
+            features(reconstruct(paths.base, real["test"], res))[0], real_test
         ),
         "test_diversity": mean_pairwise_distance(real_test),
     }
@@ -72,20 +72,6 @@ def main() -> None:
     write_json(paths.metrics, metrics)
     plot_generation_scores(scores, reference["val_vs_test_fid"], Path(paths.figures) / "scores.png")
     log.info("reference %s; wrote %s", reference, paths.metrics)
-
-
-@torch.no_grad()
-def _reconstruct(base: str, images: np.ndarray, res: int) -> np.ndarray:
-    """Test images encoded and decoded by the pipeline's VAE."""
-    from diffusers import AutoencoderKL
-
-    from cxrlab.models.diffusion import to_rgb
-
-    vae = AutoencoderKL.from_pretrained(base, subfolder="vae").eval()
-    out = torch.cat(
-        [vae.decode(vae.encode(b).latent_dist.mean).sample for b in to_rgb(images, res).split(256)]
-    )
-    return to_uint8(out.mean(1, keepdim=True))
 
 
 def _read_json(path: Path) -> dict:

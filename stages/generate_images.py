@@ -24,7 +24,7 @@ from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
 from cxrlab.errors import ConfigError
 from cxrlab.models.diffusion import load_variant, sample_images, use_sampler
 from cxrlab.params import load_section
-from cxrlab.reporting.figures import Panel, save_gallery
+from cxrlab.reporting.generation import save_sample_grid
 from cxrlab.utils import atomic_path, run_stage, seed_everything
 
 log = logging.getLogger("generate_images")
@@ -59,7 +59,16 @@ def main() -> None:
                 for n, im in zip(CLASS_NAMES, images, strict=True)
             ]
             log.info("%s: %.2f images/s", key, speed[key]["images_per_s"])
-        _save_grid(sampler, sampling, rows, real, Path(paths.figures) / f"{sampler}_grid.png", cfg)
+        real_rows = [
+            (f"real: {name}", real.images[real.labels == c][: cfg.grid_columns])
+            for c, name in enumerate(CLASS_NAMES)
+        ]
+        save_sample_grid(
+            real_rows + rows,
+            f"{sampler}, {sampling.steps} steps, guidance {sampling.guidance_scale} "
+            "(same seeds with and without the LoRA)",
+            Path(paths.figures) / f"{sampler}_grid.png",
+        )
     labels = np.repeat(np.arange(len(CLASS_NAMES)), cfg.per_prompt)
     with atomic_path(paths.generated) as tmp:
         tmp.mkdir(parents=True)
@@ -83,23 +92,6 @@ def _generate(pipe, sampling, captions, cfg, res) -> tuple[list[np.ndarray], dic
     images = [run(c, cfg.per_prompt) for c in range(len(CLASS_NAMES))]
     seconds = time.perf_counter() - start
     return images, {"images_per_s": len(CLASS_NAMES) * cfg.per_prompt / seconds}
-
-
-def _save_grid(sampler, sampling, rows, real, path, cfg) -> None:
-    """One row of real test images per class, then each variant's images per class."""
-    n = cfg.grid_columns
-    real_rows = [
-        (f"real: {name}", real.images[real.labels == c][:n]) for c, name in enumerate(CLASS_NAMES)
-    ]
-    panels = [[Panel(image) for image in images] for _, images in real_rows + rows]
-    save_gallery(
-        panels,
-        path,
-        row_labels=[label for label, _ in real_rows + rows],
-        title=f"{sampler}, {sampling.steps} steps, guidance {sampling.guidance_scale} "
-        f"(same seeds with and without the LoRA)",
-        panel_size=0.9,
-    )
 
 
 if __name__ == "__main__":

@@ -287,6 +287,18 @@ def encode_latents(vae, images: torch.Tensor, batch_size: int = 256) -> torch.Te
     return torch.cat(means) * vae.config.scaling_factor
 
 
+@torch.no_grad()
+def reconstruct(source: str | Path, images, resolution: int, batch_size: int = 256):
+    """uint8 grayscale images passed through the VAE of the pipeline at ``source``."""
+    from diffusers import AutoencoderKL
+
+    from cxrlab.data.transforms import to_uint8
+
+    vae = AutoencoderKL.from_pretrained(str(source), subfolder="vae").eval()
+    out = [vae.decode(vae.encode(b).latent_dist.mean).sample for b in to_rgb(images, resolution).split(batch_size)]
+    return to_uint8(torch.cat(out).mean(1, keepdim=True))
+
+
 def set_latent_scale(vae, images: torch.Tensor) -> float:
     """Set the VAE's ``scaling_factor`` to 1 / std of the latents, as SD did (0.18215)."""
     vae.register_to_config(scaling_factor=1.0)

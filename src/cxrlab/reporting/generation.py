@@ -1,10 +1,24 @@
-"""Figures for the generation stages: domain FID and class agreement per variant."""
+"""Figures for the generation stages: sample grids, domain FID and class agreement."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from cxrlab.reporting.figures import _save, plt
+import numpy as np
+
+from cxrlab.reporting.figures import Panel, _save, plt, save_gallery
+
+
+def save_sample_grid(rows: Sequence[tuple[str, np.ndarray]], title: str, path: str | Path) -> Path:
+    """One labelled row of grayscale images (N, H, W) per entry of ``rows``."""
+    return save_gallery(
+        [[Panel(image) for image in images] for _, images in rows],
+        path,
+        row_labels=[label for label, _ in rows],
+        title=title,
+        panel_size=0.9,
+    )
 
 
 def plot_generation_scores(scores: dict, reference_fid: float, path: str | Path) -> Path:
