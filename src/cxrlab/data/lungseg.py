@@ -127,21 +127,24 @@ def screen(index: pd.DataFrame, root: str | Path, min_lung_frac: float) -> pd.Da
     return index.assign(status=status, reason=reasons)
 
 
-def split_by_patient(patients: pd.Series, fractions: dict[str, float], seed: int) -> pd.Series:
+def split_by_patient(
+    patients: pd.Series,
+    fractions: dict[str, float],
+    seed: int,
+    key: str = "segmentation.prepare.fractions",
+) -> pd.Series:
     """Assign each image a split so that every patient's images share one split.
 
     Patients are shuffled with ``seed`` and each goes to the split furthest below its
     target share of images.
 
     Raises:
-        ConfigError: If the fractions are not positive or do not sum to 1.
+        ConfigError: If the fractions (param ``key``) are not positive or do not sum to 1.
     """
     if not fractions or any(f <= 0 for f in fractions.values()):
-        raise ConfigError("segmentation.prepare.fractions must be positive shares, e.g. 0.7.")
+        raise ConfigError(f"{key} must be positive shares, e.g. 0.7.")
     if abs(sum(fractions.values()) - 1) > 1e-6:
-        raise ConfigError(
-            f"segmentation.prepare.fractions sum to {sum(fractions.values()):.3f}, not 1."
-        )
+        raise ConfigError(f"{key} sum to {sum(fractions.values()):.3f}, not 1.")
     counts = patients.value_counts()
     order = np.random.default_rng(seed).permutation(sorted(counts.index))
     assigned, filled = {}, dict.fromkeys(fractions, 0)

@@ -1,0 +1,64 @@
+"""Stage caption_images: beam-search captions for the test images, resumable.
+
+Results are appended batch by batch to a JSON-lines file under
+``captioning.paths.checkpoints``; a killed run resumes with the images still
+missing (none twice, none skipped). The final CSV is written once all are done.
+
+Inputs:  ``captioning.paths.{model,data}``; params ``captioning.decode``.
+Outputs: ``captioning.paths.predictions`` (image, reference, generated);
+         ``captioning.paths.inference_metrics`` (seconds, images per second).
+"""
+
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from cxrlab.data.captions import load_caption_data
+from cxrlab.models.captioner import generate_captions, load_captioner, pixel_values
+from cxrlab.params import load_section
+from cxrlab.training.checkpoint import fingerprint
+from cxrlab.utils import md5sum, resumable_map, run_stage, write_csv, write_json
+
+log = logging.getLogger("caption_images")
+
+
+def main() -> None:
+    """Caption every test image and write the table."""
+    params = load_section("captioning")
+    paths, decode = params.paths, params.decode
+    pairs, images = load_caption_data(paths.data)
+    test = (pairs["split"] == "test").to_numpy()
+    pairs, images = pairs[test].reset_index(drop=True), images[test]
+    captioner = load_captioner(paths.model)
+    row_of = {name: i for i, name in enumerate(pairs["image"])}
+
+    def caption(batch: list[str]) -> list[str]:
+        x = pixel_values(captioner, images[[row_of[n] for n in batch]])
+        return generate_captions(
+            captioner, x, decode.num_beams, decode.max_new_tokens, decode.no_repeat_ngram_size
+        )
+
+    weights = sorted(Path(paths.model).rglob("*.safetensors"))
+    run_id = fingerprint(decode, [md5sum(p) for p in weights], list(pairs["image"]))
+    start = time.perf_counter()
+    generated = resumable_map(
+        list(pairs["image"]), caption, f"{paths.checkpoints}/caption_images.jsonl",
+        run_id, decode.batch_size, desc="captioning",
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    table = pd.DataFrame(
+        {"image": pairs["image"], "reference": pairs["caption"], "generated": generated.values()}
+    )
+    write_csv(paths.predictions, table)
+    write_json(
+        paths.inference_metrics,
+        {"images": len(table), "seconds": round(seconds, 1),
+         "images_per_second": round(len(table) / max(seconds, 1e-9), 3)},
+    )  # fmt: skip
+    log.info("captioned %d test images in %.1f s", len(table), seconds)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,83 @@
+"""Stage evaluate_captions: caption metrics, two baselines, and concept detection.
+
+Scores the test captions caption_images wrote against their references (BLEU-1..4,
+METEOR, ROUGE-L, CIDEr; ROUGE-1/2/L F), next to two baselines on the same images:
+the most frequent training caption, and the caption of the nearest training image
+(cosine on the captioner's mean-pooled image features). Concepts are mapped to
+UMLS CUIs in generated and reference captions alike and scored with the ImageCLEF
+concept F1; both ImageCLEF CSV formats are written.
+
+Inputs:  ``captioning.paths.{predictions,data,model,mapper}``; ``captioning.evaluate``.
+Outputs: ``captioning.paths.metrics``; ``captioning.paths.concepts`` (CSVs);
+         ``<figures>/examples.png``, ``<figures>/scores.png``.
+"""
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from cxrlab.data.captions import load_caption_data, split_of
+from cxrlab.errors import DataError
+from cxrlab.evaluation.captions import (
+    CaptionScorer,
+    most_frequent_caption,
+    nearest_train_captions,
+    score_systems,
+)
+from cxrlab.evaluation.concepts import ConceptMapper, write_concept_csvs
+from cxrlab.models.captioner import image_embeddings, load_captioner, pixel_values
+from cxrlab.params import load_section
+from cxrlab.reporting.captioning import caption_examples_figure, caption_scores_figure
+from cxrlab.utils import run_stage, write_json
+
+log = logging.getLogger("evaluate_captions")
+HEADLINE = ("bleu_4", "rouge_l", "cider", "meteor")
+
+
+def main() -> None:
+    """Score the model and the baselines; write metrics, CSVs and figures."""
+    params = load_section("captioning")
+    paths = params.paths
+    pairs, images = load_caption_data(paths.data)
+    if not Path(paths.predictions).is_file():
+        raise DataError(f"{paths.predictions} not found: run the caption_images stage first.")
+    pred = pd.read_csv(paths.predictions, keep_default_na=False)
+    (train_images, train_caps), (test_images, _) = (
+        split_of(pairs, images, s) for s in ("train", "test")
+    )
+    if list(pred["image"]) != list(pairs.loc[pairs["split"] == "test", "image"]):
+        raise DataError(f"{paths.predictions} does not list the test images: rerun caption_images.")
+    captioner = load_captioner(paths.model)
+    embed = lambda x: image_embeddings(captioner, pixel_values(captioner, x)).numpy()  # noqa: E731
+    systems = {
+        "model": pred["generated"].tolist(),
+        "baseline_most_frequent": [most_frequent_caption(train_caps)] * len(pred),
+        "baseline_nearest_image": nearest_train_captions(
+            embed(train_images), train_caps, embed(test_images)
+        ),
+    }
+    mapper = ConceptMapper.load(paths.mapper)
+    scorer = CaptionScorer(meteor=params.evaluate.meteor)
+    scores = score_systems(pred["reference"].tolist(), systems, mapper, scorer)
+    for name, row in scores.items():
+        log.info("%s: %s", name, ", ".join(f"{k} {row[k]:.4f}" for k in HEADLINE if k in row))
+    write_json(paths.metrics, scores | {"test_images": len(pred)})
+    ref_concepts = [mapper(t) for t in pred["reference"]]
+    generated = [mapper(t) for t in systems["model"]]
+    out = Path(paths.concepts)
+    out.mkdir(parents=True, exist_ok=True)
+    write_concept_csvs(pred["image"].tolist(), generated, mapper, out / "generated")
+    write_concept_csvs(pred["image"].tolist(), ref_concepts, mapper, out / "reference")
+    n = params.evaluate.examples
+    caption_examples_figure(
+        test_images[:n], pred["reference"][:n], systems["model"][:n],
+        ["; ".join(mapper.name(c) for c in g) for g in generated[:n]],
+        Path(paths.figures) / "examples.png",
+    )  # fmt: skip
+    keys = [k for k in (*HEADLINE, "concept_f1") if k in scores["model"]]
+    caption_scores_figure({s: scores[s] for s in systems}, keys, Path(paths.figures) / "scores.png")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,44 @@
+"""Stage prepare_captions: chest X-ray image-caption pairs, split by patient.
+
+Composes each image's caption from its view, finding labels and, for covid images,
+the clinical notes' first sentence about the radiograph (see cxrlab.data.captions).
+
+Inputs:  ``captioning.paths.{covid,nih}``; params ``captioning.prepare``.
+Outputs: ``captioning.paths.data``: ``captions.csv`` (image, patient, source, caption,
+         split) and ``images.npz`` (``images`` uint8 (N, S, S), ``image`` names).
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from cxrlab.data.captions import build_caption_pairs, check_captions, load_pair_images
+from cxrlab.params import load_section
+from cxrlab.utils import atomic_path, run_stage
+
+log = logging.getLogger("prepare_captions")
+
+
+def main() -> None:
+    """Build, check and save the pairs."""
+    params = load_section("captioning")
+    raw_dir = Path(params.paths.covid).parent
+    pairs = build_caption_pairs(raw_dir, params.prepare)
+    check_captions(pairs, "the caption table")
+    images = load_pair_images(pairs, raw_dir, params.prepare.image_size)
+    for split, rows in pairs.groupby("split"):
+        log.info(
+            "%s: %d images of %d patients, %d distinct captions",
+            split, len(rows), rows["patient"].nunique(), rows["caption"].nunique(),
+        )  # fmt: skip
+    with atomic_path(params.paths.data) as tmp:
+        tmp.mkdir(parents=True)
+        pairs.to_csv(tmp / "captions.csv", index=False)
+        np.savez_compressed(
+            tmp / "images.npz", images=images, image=pairs["image"].to_numpy().astype(str)
+        )
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,46 @@
+"""Stage train_captioner: fine-tune BLIP (or the LLaVA-style VLM) on the caption pairs.
+
+Cross-entropy on the caption tokens, AdamW with linear warmup and decay, full or
+LoRA fine-tune (``captioning.train.finetune``); the epoch with the lowest val loss
+is kept. Checkpoints every epoch and resumes.
+
+Inputs:  ``captioning.paths.data``; params ``captioning.model``, ``captioning.train``.
+Outputs: ``captioning.paths.model`` (Hugging Face layout, ``adapter/`` for LoRA);
+         ``captioning.paths.live``; ``<figures>/training.png``.
+"""
+
+import logging
+from pathlib import Path
+
+from cxrlab.data.captions import load_caption_data, split_of
+from cxrlab.models.captioner import build_captioner, save_captioner
+from cxrlab.params import load_section
+from cxrlab.reporting.figures import plot_training_curves
+from cxrlab.training.captioner import train_captioner
+from cxrlab.training.live import epoch_logger
+from cxrlab.utils import run_stage, seed_everything
+
+log = logging.getLogger("train_captioner")
+
+
+def main() -> None:
+    """Train and save the captioner."""
+    params = load_section("captioning")
+    paths, cfg = params.paths, params.train
+    seed_everything(cfg.seed)
+    pairs, images = load_caption_data(paths.data)
+    captioner = build_captioner(params.model)
+    with epoch_logger(paths.live) as (live, log_epoch):
+        result = train_captioner(
+            captioner, split_of(pairs, images, "train"), split_of(pairs, images, "val"), cfg,
+            f"{paths.checkpoints}/captioner.pt", log_epoch,
+        )  # fmt: skip
+        live.summary["best_epoch"] = result.best_epoch
+        live.summary["train_seconds"] = round(result.seconds, 1)
+    plot_training_curves(result.history, Path(paths.figures) / "training.png")
+    save_captioner(captioner, paths.model)
+    log.info("saved %s (best epoch %d)", paths.model, result.best_epoch)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,378 @@
+"""Captioning: caption data, tiny BLIP and LLaVA, decoding, resume, metrics, concepts."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cxrlab.config import from_dict
+from cxrlab.data.captions import (
+    CaptionDataConfig,
+    build_caption_pairs,
+    check_captions,
+    load_pair_images,
+    nih_findings,
+    note_sentence,
+)
+from cxrlab.errors import ConfigError, DataError
+from cxrlab.evaluation.captions import (
+    CaptionScorer,
+    concept_f1,
+    most_frequent_caption,
+    nearest_train_captions,
+    normalize_caption,
+)
+from cxrlab.evaluation.concepts import (
+    ConceptMapper,
+    MapperConfig,
+    tune_mapper,
+    write_concept_csvs,
+)
+from cxrlab.models.captioner import (
+    CaptionerConfig,
+    TextConfig,
+    VisionConfig,
+    build_captioner,
+    encode_captions,
+    generate_captions,
+    load_captioner,
+    load_minilm_decoder,
+    minilm_dir,
+    pixel_values,
+    save_captioner,
+)
+from cxrlab.training.augment import AugmentConfig
+from cxrlab.training.captioner import CaptionTrainConfig, train_captioner
+from cxrlab.utils import resumable_map
+
+TINY_VISION = VisionConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                           patch_size=8)  # fmt: skip
+TINY_TEXT = TextConfig(init="random", hidden_size=32, num_layers=1, num_heads=2,
+                       intermediate_size=64)  # fmt: skip
+CAPTIONS = ["PA chest radiograph. Cardiomegaly.", "AP chest radiograph. No acute abnormality."]
+
+
+def tiny_cfg(family="blip", **kw):
+    return CaptionerConfig(family=family, image_size=32, max_length=16, vision=TINY_VISION,
+                           text=TINY_TEXT, **kw)  # fmt: skip
+
+
+def tiny_images(n=8, seed=0):
+    """Two easily told apart kinds: bright left half vs bright right half."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 60, (n, 32, 32)).astype(np.uint8)
+    images[0::2, :, :16] += 150
+    images[1::2, :, 16:] += 150
+    return images
+
+
+# --- caption data -----------------------------------------------------------------------
+
+
+def test_note_sentence_keeps_the_first_radiograph_sentence_and_cuts_it():
+    notes = (
+        "Fever for 3 days. CT showed ground-glass opacities. CRP 40 mg/l with 90% saturation "
+        "and lung opacity. Bilateral patchy opacities in the lower zones of both lungs."
+    )
+    assert (
+        note_sentence(notes, 30) == "Bilateral patchy opacities in the lower zones of both lungs."
+    )
+    assert note_sentence(notes, 3) == "Bilateral patchy opacities."
+    assert note_sentence(float("nan"), 30) == ""
+
+
+def test_nih_findings_become_one_sentence():
+    assert nih_findings("No Finding") == "No acute cardiopulmonary abnormality."
+    assert nih_findings("Cardiomegaly") == "Cardiomegaly."
+    assert nih_findings("Atelectasis|Cardiomegaly|Effusion") == (
+        "Atelectasis, cardiomegaly and pleural effusion."
+    )
+    with pytest.raises(DataError, match="Foo"):
+        nih_findings("Foo")
+
+
+@pytest.fixture
+def caption_sources(tmp_path):
+    from tests.lungseg_fixtures import write_covid, write_nih
+
+    covid = write_covid(tmp_path / "raw/covid_lungseg", n=12)
+    meta = pd.read_csv(covid / "metadata.csv")
+    meta["clinical_notes"] = "Cough. Patchy opacity in the right lower zone."
+    meta.to_csv(covid / "metadata.csv", index=False)
+    write_nih(tmp_path / "raw/nih_cxr14_sample", n=4)
+    return tmp_path / "raw"
+
+
+def test_caption_pairs_from_sources_split_by_patient(caption_sources):
+    pairs = build_caption_pairs(caption_sources, CaptionDataConfig(image_size=32))
+    assert len(pairs) == 16 and set(pairs["split"]) <= {"train", "val", "test"}
+    assert pairs.groupby("patient")["split"].nunique().max() == 1
+    covid = pairs[pairs["source"] == "covid_lungseg"]["caption"]
+    assert covid.str.endswith("Patchy opacity in the right lower zone.").all()
+    assert covid.str.contains("COVID-19 pneumonia").all()
+    nih = pairs[pairs["source"] == "nih_cxr14_sample"]["caption"].tolist()
+    assert "PA chest radiograph. Cardiomegaly and pleural effusion." in nih
+    images = load_pair_images(pairs, caption_sources, 32)
+    assert images.shape == (16, 32, 32) and images.dtype == np.uint8
+
+
+def test_empty_caption_and_image_without_text_are_rejected():
+    pairs = pd.DataFrame({"image": ["a.png", "b.png"], "caption": ["PA.", "  "], "split": "train"})
+    with pytest.raises(DataError, match="b.png has an empty caption"):
+        check_captions(pairs, "captions.csv")
+    pairs.loc[1, "caption"] = None
+    with pytest.raises(DataError, match="b.png"):
+        check_captions(pairs, "captions.csv")
+    with pytest.raises(DataError, match="lacks the column 'caption'"):
+        check_captions(pairs.drop(columns="caption"), "captions.csv")
+
+
+def test_corrupt_image_is_named(caption_sources):
+    pairs = build_caption_pairs(caption_sources, CaptionDataConfig())
+    bad = caption_sources / pairs["image"].iloc[3]
+    bad.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=bad.name):
+        load_pair_images(pairs, caption_sources, 32)
+
+
+def test_unknown_model_family_is_a_config_error():
+    with pytest.raises(ConfigError, match="family is 'gpt'; expected one of blip, llava"):
+        from_dict(CaptionerConfig, {"family": "gpt"}, "captioning.model")
+
+
+# --- models -------------------------------------------------------------------------
+
+
+def test_blip_decoder_starts_from_minilm_weights():
+    from safetensors.torch import load_file
+
+    cfg = CaptionerConfig(image_size=32, vision=TINY_VISION)  # text.init defaults to minilm
+    model = build_captioner(cfg).model
+    mini = load_file(minilm_dir() / "model.safetensors")
+    dec = model.state_dict()
+    for key in ("encoder.layer.5.attention.self.query.weight", "embeddings.word_embeddings.weight"):
+        assert torch.equal(dec[f"text_decoder.bert.{key}"], mini[key])
+    # token type 0 is folded into the positions; the output layer is tied to the words
+    pos = (
+        mini["embeddings.position_embeddings.weight"]
+        + mini["embeddings.token_type_embeddings.weight"][0]
+    )
+    assert torch.allclose(dec["text_decoder.bert.embeddings.position_embeddings.weight"], pos)
+    assert load_minilm_decoder(model) == 100  # every MiniLM tensor but the pooler and token types
+
+
+@pytest.mark.parametrize("family", ["blip", "llava"])
+def test_tiny_captioner_learns_saves_and_reloads_to_identical_logits(family, tmp_path):
+    torch.manual_seed(0)
+    captioner = build_captioner(tiny_cfg(family))
+    images, texts = tiny_images(), [CAPTIONS[i % 2] for i in range(8)]
+    cfg = CaptionTrainConfig(
+        epochs=60, batch_size=8, lr=3e-2, augment=AugmentConfig(), align_weight=0.5
+    )
+    history = train_captioner(captioner, (images, texts), (images, texts), cfg).history
+    assert history[-1]["val_loss"] < 0.1 * history[0]["val_loss"]
+    assert not hasattr(captioner.model, "align_head")  # a training-only head
+    save_captioner(captioner, tmp_path / "cap")
+    reloaded = load_captioner(tmp_path / "cap")
+    x = pixel_values(captioner, images[:2])
+    batch = encode_captions(captioner, CAPTIONS)
+    captioner.model.eval()
+    with torch.no_grad():
+        a = captioner.model(pixel_values=x, **batch).logits
+        b = reloaded.model(pixel_values=x, **batch).logits
+    assert torch.equal(a, b)
+    out = generate_captions(reloaded, x, num_beams=3, max_new_tokens=12, no_repeat_ngram_size=3)
+    assert out == generate_captions(captioner, x, 3, 12, 3)
+    # the caption language is learned: no word from outside the two captions
+    vocabulary = set(normalize_caption(" ".join(CAPTIONS)).split())
+    for caption in out:
+        assert len(caption.split()) >= 4 and set(normalize_caption(caption).split()) <= vocabulary
+
+
+def test_llava_lora_trains_only_the_adapter_and_reloads_identically(tmp_path):
+    torch.manual_seed(0)
+    captioner = build_captioner(tiny_cfg("llava"))
+    before = {k: v.clone() for k, v in captioner.model.state_dict().items()}
+    cfg = CaptionTrainConfig(finetune="lora", lora_rank=4, lora_targets=["q_proj", "v_proj"],
+                             epochs=2, batch_size=4, lr=1e-2, augment=AugmentConfig())  # fmt: skip
+    images, texts = tiny_images(), [CAPTIONS[i % 2] for i in range(8)]
+    train_captioner(captioner, (images, texts), (images, texts), cfg)
+    model = captioner.model
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    base = model.get_base_model().state_dict()
+    for key, value in before.items():  # frozen weights did not move
+        assert torch.equal(base[key.replace("q_proj.", "q_proj.base_layer.")
+                                .replace("v_proj.", "v_proj.base_layer.")], value)  # fmt: skip
+    save_captioner(captioner, tmp_path / "cap")
+    assert (tmp_path / "cap/adapter/adapter_config.json").is_file()
+    reloaded = load_captioner(tmp_path / "cap")
+    x, batch = pixel_values(captioner, images[:2]), encode_captions(captioner, CAPTIONS)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(pixel_values=x, **batch).logits,
+                           reloaded.model(pixel_values=x, **batch).logits)  # fmt: skip
+
+
+def test_beam_search_is_deterministic_and_bounded():
+    torch.manual_seed(0)
+    captioner = build_captioner(tiny_cfg("blip"))
+    x = pixel_values(captioner, tiny_images(3))
+    a = generate_captions(captioner, x, num_beams=3, max_new_tokens=5)
+    b = generate_captions(captioner, x, num_beams=3, max_new_tokens=5)
+    assert a == b and len(a) == 3
+    assert all(len(t.split()) <= 5 for t in a)  # a word is at least one token
+
+
+def test_gpu_profile_loads_a_pretrained_blip_by_path(tmp_path):
+    """pretrained = a BLIP saved in hub layout with its processor, as the hub serves it."""
+    from transformers import BlipImageProcessor, BlipProcessor
+
+    torch.manual_seed(0)
+    built = build_captioner(dataclasses.replace(tiny_cfg("blip"), image_size=48))
+    built.model.save_pretrained(tmp_path / "hub")
+    processor = BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": 48, "width": 48}),
+        tokenizer=built.tokenizer,
+    )
+    processor.save_pretrained(tmp_path / "hub")
+    loaded = build_captioner(tiny_cfg("blip", pretrained=str(tmp_path / "hub")))  # says 32 px
+    assert loaded.cfg.image_size == 48 and loaded.image_mean == list(
+        processor.image_processor.image_mean
+    )
+    x = pixel_values(loaded, tiny_images(2))
+    assert x.shape == (2, 3, 48, 48)
+    assert len(generate_captions(loaded, x, num_beams=2, max_new_tokens=4)) == 2
+
+
+# --- resumable batch inference --------------------------------------------------------------
+
+
+def test_interrupted_batch_inference_resumes_without_duplicates_or_gaps(tmp_path):
+    keys = [f"img{i}" for i in range(10)]
+    calls = []
+
+    def fn(batch, fail_after=None):
+        calls.extend(batch)
+        if fail_after is not None and len(calls) > fail_after:
+            raise KeyboardInterrupt
+        return [k.upper() for k in batch]
+
+    path = tmp_path / "partial.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        resumable_map(keys, lambda b: fn(b, fail_after=5), path, "run1", batch_size=3)
+    with path.open("a") as f:
+        f.write('{"key": "img9", "val')  # a torn line from the kill
+    calls.clear()
+    out = resumable_map(keys, fn, path, "run1", batch_size=3)
+    assert calls == keys[3:]  # the first batch was done, the second was lost with the kill
+    assert out == {k: k.upper() for k in keys}
+    rows = [json.loads(line) for line in path.read_text().splitlines()[1:]]
+    assert [r["key"] for r in rows] == keys
+    calls.clear()
+    resumable_map(keys, fn, path, "run2", batch_size=4)  # another model: start over
+    assert calls == keys
+
+
+# --- metrics --------------------------------------------------------------------------
+
+
+def test_caption_metrics_on_hand_made_pairs():
+    scorer = CaptionScorer(meteor=False)
+    same = scorer.score(
+        ["PA chest radiograph. Cardiomegaly."] * 2, ["pa chest radiograph cardiomegaly"] * 2
+    )
+    assert same["bleu_4"] == pytest.approx(1.0, abs=1e-6) and same["rouge_l"] == pytest.approx(1.0)
+    assert same["rouge1_f"] == pytest.approx(1.0)
+    disjoint = scorer.score(["a b c d"], ["w x y z"])
+    assert disjoint["bleu_1"] == pytest.approx(0.0, abs=1e-6) and disjoint["cider"] == 0
+    assert disjoint["rougeL_f"] == 0
+    half = scorer.score(["left lower lobe opacity"], ["left lower zone effusion"])
+    assert half["bleu_1"] == pytest.approx(0.5, abs=1e-6) and half["rouge1_f"] == pytest.approx(0.5)
+    assert half["rouge_l"] == pytest.approx(0.5)
+    empty = scorer.score(["left lower lobe"], [""])
+    assert empty["bleu_1"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(DataError, match="reference caption 0 is empty"):
+        scorer.score([" . "], ["x"])
+    with pytest.raises(DataError, match="1 generated captions for 2 references"):
+        scorer.score(["a", "b"], ["a"])
+
+
+@pytest.mark.slow
+def test_meteor_runs_offline_and_orders_captions():
+    scorer = CaptionScorer(meteor=True)
+    refs = ["bilateral opacities in the lower zones", "cardiomegaly and pleural effusion"]
+    good = scorer.score(refs, refs)["meteor"]
+    bad = scorer.score(refs, ["normal heart size", "clear lungs"])["meteor"]
+    assert good > 0.9 and bad < 0.2
+
+
+def test_baselines():
+    assert most_frequent_caption(["a", "b", "b", "c"]) == "b"
+    train = np.array([[1.0, 0.0], [0.0, 1.0]])
+    query = np.array([[0.1, 0.9], [0.9, 0.2]])
+    assert nearest_train_captions(train, ["x", "y"], query) == ["y", "x"]
+
+
+# --- concepts --------------------------------------------------------------------------
+
+ROCO_LIKE = [
+    ("chest x-ray shows cardiomegaly", {"C_CXR", "C_CARDIO"}),
+    ("cardiomegaly on chest x-ray", {"C_CXR", "C_CARDIO"}),
+    ("chest x-ray with pleural effusion", {"C_CXR", "C_EFF"}),
+    ("pleural effusion on the left", {"C_EFF", "C_LEFT"}),
+    ("ct of the left kidney", {"C_CT", "C_LEFT", "C_KID"}),
+    ("ct shows a kidney cyst", {"C_CT", "C_KID"}),
+    ("cardiomegaly seen on ct", {"C_CARDIO", "C_CT"}),
+]
+
+
+def test_mapper_learns_terms_from_a_hand_made_table(tmp_path):
+    mapper = ConceptMapper.fit(ROCO_LIKE, threshold=0.9, min_count=2)
+    assert mapper("Cardiomegaly and pleural effusion.") == ["C_CARDIO", "C_EFF"]
+    assert mapper("Chest X-ray.") == ["C_CXR"]
+    assert mapper.name("C_CARDIO") == "cardiomegaly" and mapper.name("C_EFF") == "pleural effusion"
+    assert mapper("on") == []  # seen with many CUIs, none often enough
+    assert mapper("COVID-19 pneumonia") == ["C5203670"]  # the hand-written finding table
+    mapper.save(tmp_path / "m.json")
+    assert ConceptMapper.load(tmp_path / "m.json")("left kidney") == mapper("left kidney")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(DataError, match="not a concept mapper"):
+        ConceptMapper.load(tmp_path / "bad.json")
+
+
+def test_concept_f1_follows_imageclef():
+    assert concept_f1([["A", "B"]], [["A", "B"]]) == 1.0
+    assert concept_f1([["A", "B"]], [["A", "C", "D"]]) == pytest.approx(0.4)
+    assert concept_f1([[]], [[]]) == 1.0 and concept_f1([["A"]], [[]]) == 0.0
+    assert concept_f1([["A"], []], [["A"], ["B"]]) == pytest.approx(0.5)
+
+
+def test_tune_mapper_picks_the_best_threshold_on_the_dev_part():
+    pairs = ROCO_LIKE * 5
+    mapper, chosen = tune_mapper(pairs, MapperConfig(thresholds=[0.3, 0.95], min_counts=[2]))
+    assert chosen["threshold"] == 0.95 and chosen["dev_f1"] == 1.0
+    assert mapper("ct kidney") == ["C_CT", "C_KID"]
+
+
+def test_concept_csvs_have_both_imageclef_formats(tmp_path):
+    mapper = ConceptMapper.fit(ROCO_LIKE, threshold=0.9, min_count=2)
+    names, cuis = write_concept_csvs(["img1", "img2"], [["C_CARDIO", "C_EFF"], []], mapper,
+                                     tmp_path / "gen")  # fmt: skip
+    assert names.read_text().splitlines() == [
+        "ID,CUIs",
+        "img1,cardiomegaly;pleural effusion",
+        "img2,",
+    ]
+    assert cuis.read_text().splitlines() == ["ID,CUIs", "img1,C_CARDIO;C_EFF", "img2,"]
+
+
+def test_meteor_without_java_says_how_to_fix_it(monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="METEOR needs Java"):
+        CaptionScorer(meteor=True).score(["a b"], ["a b"])
