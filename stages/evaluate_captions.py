@@ -9,12 +9,13 @@ concept F1; both ImageCLEF CSV formats are written.
 
 Inputs:  ``captioning.paths.{predictions,data,model,mapper}``; ``captioning.evaluate``.
 Outputs: ``captioning.paths.metrics``; ``captioning.paths.concepts`` (CSVs);
-         ``<figures>/examples.png``, ``<figures>/scores.png``.
+         ``<figures>/examples.png`` (test images spread over the split), ``<figures>/scores.png``.
 """
 
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cxrlab.data.captions import load_caption_data, split_of
@@ -69,10 +70,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_concept_csvs(pred["image"].tolist(), generated, mapper, out / "generated")
     write_concept_csvs(pred["image"].tolist(), ref_concepts, mapper, out / "reference")
-    n = params.evaluate.examples
+    picks = np.linspace(0, len(pred) - 1, params.evaluate.examples).round().astype(int)
     caption_examples_figure(
-        test_images[:n], pred["reference"][:n], systems["model"][:n],
-        ["; ".join(mapper.name(c) for c in g) for g in generated[:n]],
+        test_images[picks], pred["reference"][picks].tolist(),
+        [systems["model"][i] for i in picks],
+        ["; ".join(dict.fromkeys(mapper.name(c) for c in generated[i])) for i in picks],
         Path(paths.figures) / "examples.png",
     )  # fmt: skip
     keys = [k for k in (*HEADLINE, "concept_f1") if k in scores["model"]]

@@ -170,5 +170,6 @@ def write_concept_csvs(
             writer = csv.writer(f)
             writer.writerow(["ID", "CUIs"])
             for image_id, cuis in zip(ids, concepts, strict=True):
-                writer.writerow([image_id, ";".join(render(c) for c in cuis)])
+                # several CUIs can share a name (ROCO tags "radiograph" with four)
+                writer.writerow([image_id, ";".join(dict.fromkeys(render(c) for c in cuis))])
     return paths
