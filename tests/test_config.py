@@ -2,10 +2,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
+import yaml
 
 from cxrlab.config import from_dict, load_params
 from cxrlab.errors import ConfigError
-from cxrlab.params import SECTIONS, load_section
+from cxrlab.params import SECTIONS, apply_profile, load_section
 from tests.conftest import REPO
 
 
@@ -52,6 +53,73 @@ def test_every_section_of_the_repo_params_loads():
     for name in SECTIONS:
         assert name in params
         load_section(name, REPO / "params.yaml")
+
+
+def gpu_params(tmp_path):
+    params = load_params(REPO / "params.yaml")
+    params["profile"] = "gpu"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return params, path
+
+
+def test_gpu_profile_switches_every_model_to_its_hub_id(tmp_path):
+    params, path = gpu_params(tmp_path)
+    for name in SECTIONS:  # every overridden section still passes the schema
+        load_section(name, path)
+    assert load_section("captioning", path).model.pretrained == (
+        "Salesforce/blip-image-captioning-base"
+    )
+    assert load_section("clip", path).model_id.startswith("hf-hub:microsoft/BiomedCLIP")
+    assert load_section("diffusion", path).lcm.pretrained == "latent-consistency/lcm-lora-sdv1-5"
+    assert load_section("segmentation", path).model.encoder_weights == "imagenet"
+    seg = load_section("segmentation", path)  # merged key by key: the rest stays
+    assert seg.model.encoder == params["segmentation"]["model"]["encoder"]
+    assert load_section("captioning", REPO / "params.yaml").model.pretrained is None
+
+
+def leaves(tree, prefix=()):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key)
+
+
+def test_every_profile_override_reruns_the_stages_that_read_it():
+    """An override no stage declares would switch models without dvc rerunning anything."""
+    params = load_params(REPO / "params.yaml")
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    declared = {name: stage.get("params", []) for name, stage in stages.items()}
+    for profile, sections in params["profiles"].items():
+        for leaf in leaves(sections):
+            dotted = ".".join(leaf)
+            readers = [
+                name
+                for name, keys in declared.items()
+                for key in keys
+                if dotted == key or dotted.startswith(f"{key}.")
+            ]
+            assert readers, f"no stage reads {dotted}"
+            for name in readers:
+                keys = declared[name]
+                assert "profile" in keys, name
+                full = f"profiles.{profile}.{dotted}"
+                assert any(full == k or full.startswith(f"{k}.") for k in keys), (name, full)
+
+
+@pytest.mark.parametrize(
+    ("profile", "override", "message"),
+    [
+        ("tpu", {}, "unknown profile 'tpu'; params.yaml defines: cpu, gpu"),
+        ("gpu", {"captioning": {"paths": {"model": "x"}}}, "cannot move paths"),
+        ("gpu", {"nosuch": {"a": 1}}, "profiles.gpu.nosuch must override a section"),
+    ],
+)
+def test_bad_profiles_are_clear_errors(profile, override, message):
+    params = {"profile": profile, "captioning": {"paths": {}}, "profiles": {"gpu": override}}
+    with pytest.raises(ConfigError, match=message):
+        apply_profile(params)
 
 
 def test_missing_params_file_is_a_clear_error(tmp_path):

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cxrlab.reporting.html import find_chromium, render_in_chromium
 from tests.conftest import REPO, SHARED_DATA
+from tests.test_report import SCREENSHOTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -158,3 +160,64 @@ def test_lora_experiment_reruns_only_the_lora_and_what_follows(repo):
     assert ran == {"train_lora", "generate_images", "evaluate_generation"}, out
     diff = run(["dvc", "metrics", "diff", "--json"], root, env).stdout
     assert "lcm.lora.class_agreement" in diff
+
+
+def test_report_summarises_every_stage_and_renders(repo):
+    root, params, env = repo
+    run(["dvc", "repro"], root, env)  # no-op when the first test ran
+    paths = params["report"]["paths"]
+    summary = json.loads((root / paths["summary"]).read_text())
+    assert summary["missing_artifacts"] == [] and summary["profile"] == "cpu"
+    assert {"train_captioner", "train_lora", "fetch_data@roco_captions"} <= set(
+        summary["artifacts"]
+    )
+    headline = json.loads((root / paths["headline"]).read_text())
+    assert set(headline) == {
+        "segmentation",
+        "classifier",
+        "clip_labels",
+        "captioning",
+        "concept_mapper",
+        "generation",
+    }
+    assert headline["segmentation"]["test_dice"] > 0.7
+    page = (root / paths["html"]).read_text()
+    assert page.count("data:image/png;base64,") == 17 and 'src="http' not in page
+    if find_chromium():
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        dom = render_in_chromium(root / paths["html"], SCREENSHOTS / "report.png", height=4000)
+        assert dom.count("<figure>") == 17
+
+
+def test_a_fresh_clone_pulls_every_output_from_the_s3_remote(repo, s3_server, tmp_path):
+    """Push everything to S3, clone, pull: the clone is complete and `dvc repro` runs nothing."""
+    root, _, _ = repo
+    env = s3_server.env
+    bucket = s3_server.bucket("cxrlab-e2e")
+    run(["dvc", "repro"], root, env)
+    run(["dvc", "remote", "modify", "--local", "storage", "url", f"s3://{bucket}/cache"], root, env)
+    run(
+        ["dvc", "remote", "modify", "--local", "storage", "endpointurl", s3_server.endpoint],
+        root,
+        env,
+    )
+    start = time.perf_counter()
+    run(["dvc", "push"], root, env)
+    pushed = time.perf_counter() - start
+    run(["git", "add", "-A"], root, env)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "outputs"], root, env)
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(root), str(clone)], tmp_path, env)
+    shutil.copy(root / ".dvc" / "config.local", clone / ".dvc" / "config.local")
+    start = time.perf_counter()
+    run(["dvc", "pull"], clone, env)
+    pulled = time.perf_counter() - start
+    assert run(["dvc", "status"], clone, env).stdout.strip() == "Data and pipelines are up to date."
+    start = time.perf_counter()
+    out = run(["dvc", "repro"], clone, env).stdout
+    noop = time.perf_counter() - start
+    print(f"s3 round trip: push {pushed:.1f} s, pull {pulled:.1f} s, no-op repro {noop:.2f} s")
+    assert "Running stage" not in out and "up to date" in out
+    model = Path("models/captioner/model.safetensors")
+    assert (clone / model).read_bytes() == (root / model).read_bytes()

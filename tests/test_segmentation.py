@@ -183,6 +183,32 @@ def prepared(covid, size=32):
 
 
 @pytest.mark.slow
+def test_gpu_profile_imagenet_encoder_loads_from_a_hub_cache_offline(tmp_path, monkeypatch):
+    """encoder_weights: imagenet fetches smp-hub/resnet18.imagenet through huggingface_hub;
+    a cache in hub layout (as an air-gapped machine would copy it) is used offline."""
+    import huggingface_hub.constants as hub
+    from safetensors.torch import save_file
+    from segmentation_models_pytorch.encoders import encoders, get_encoder
+
+    settings = encoders["resnet18"]["pretrained_settings"]["imagenet"]
+    repo = tmp_path / ("models--" + settings["repo_id"].replace("/", "--"))
+    snapshot = repo / "snapshots" / settings["revision"]
+    snapshot.mkdir(parents=True)
+    weights = get_encoder("resnet18", in_channels=3).state_dict()
+    weights = {
+        k: torch.full_like(v, 0.5) if v.is_floating_point() else v for k, v in weights.items()
+    }
+    save_file(weights, snapshot / "model.safetensors")
+    (snapshot / "config.json").write_text("{}")
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+
+    model = build_segmenter(SegmenterConfig(encoder_weights="imagenet"))
+    layer = model.encoder.layer1[0].conv1.weight
+    assert torch.all(layer == 0.5)  # the cached weights, not a random init
+    assert model.encoder.conv1.in_channels == 1  # the RGB stem folded to one channel
+
+
 def test_tiny_unet_learns_synthetic_lungs(covid):
     torch.manual_seed(0)
     train, val = prepared(covid)

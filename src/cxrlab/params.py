@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from cxrlab.config import PARAMS_FILE, load_params, section
 from cxrlab.data.captions import CaptionDataConfig
 from cxrlab.data.lungseg import PrepareConfig
+from cxrlab.errors import ConfigError
 from cxrlab.evaluation.concepts import MapperConfig
 from cxrlab.models.captioner import CaptionerConfig
 from cxrlab.models.classifier import ClassifierConfig
@@ -308,6 +309,24 @@ class CaptioningParams:
     evaluate: CaptionEvalParams = field(default_factory=CaptionEvalParams)
 
 
+@dataclass(frozen=True)
+class ReportPaths:
+    """``report.paths``: what the report stage writes."""
+
+    summary: str
+    html: str
+    headline: str
+    figures: str
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """``report``: the pipeline summary and the HTML report."""
+
+    paths: ReportPaths
+    title: str = "cxrlab pipeline report"
+
+
 SECTIONS = {
     "fetch": FetchParams,
     "classifier": ClassifierParams,
@@ -317,9 +336,55 @@ SECTIONS = {
     "diffusion": DiffusionParams,
     "lora": LoraTrainConfig,
     "captioning": CaptioningParams,
+    "report": ReportParams,
 }
 
 
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` laid over it, mappings merged key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_profile(params: dict[str, Any]) -> dict[str, Any]:
+    """The params with the active profile's overrides merged in.
+
+    ``profile: cpu`` (the default) is params.yaml as written. Any other profile names a
+    mapping under ``profiles`` whose sections are laid over the top-level ones, e.g.
+    ``profiles.gpu.captioning.model.pretrained``. A profile cannot change ``paths``:
+    dvc.yaml reads them from the top-level sections.
+
+    Raises:
+        ConfigError: For an unknown profile or an override of a ``paths`` key.
+    """
+    name = params.get("profile", "cpu")
+    profiles = params.get("profiles") or {}
+    if name == "cpu" and name not in profiles:
+        return params
+    if name not in profiles:
+        known = ", ".join(["cpu", *profiles])
+        raise ConfigError(f"unknown profile '{name}'; params.yaml defines: {known}.")
+    out = dict(params)
+    for key, override in (profiles[name] or {}).items():
+        if key not in params or not isinstance(override, dict):
+            raise ConfigError(f"profiles.{name}.{key} must override a section of params.yaml.")
+        if "paths" in override:
+            raise ConfigError(
+                f"profiles.{name}.{key}.paths: a profile cannot move paths, "
+                "because dvc.yaml reads them from the top-level sections."
+            )
+        out[key] = merge(params[key], override)
+    return out
+
+
 def load_section(name: str, path: str | Path = PARAMS_FILE) -> T:
-    """Load and check one section of params.yaml by its name (a key of SECTIONS)."""
-    return section(load_params(path), name, SECTIONS[name])
+    """Load and check one section of params.yaml by its name (a key of SECTIONS).
+
+    The active profile's overrides (see :func:`apply_profile`) are applied first.
+    """
+    return section(apply_profile(load_params(path)), name, SECTIONS[name])

@@ -62,7 +62,7 @@ def build_segmenter(cfg: SegmenterConfig) -> nn.Module:
             classes=1,
             **kwargs,
         )
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, OSError) as exc:  # OSError: hub weights unreachable
         raise ConfigError(f"cannot build segmenter {cfg.arch}/{cfg.encoder}: {exc}") from exc
 
 
