@@ -157,7 +157,7 @@ def test_lora_experiment_reruns_only_the_lora_and_what_follows(repo):
     run(["dvc", "repro"], root, env)  # no-op when the first test ran
     out = run(["dvc", "exp", "run", "-S", "lora.steps=20"], root, env).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"train_lora", "generate_images", "evaluate_generation"}, out
+    assert ran == {"train_lora", "generate_images", "evaluate_generation", "report"}, out
     diff = run(["dvc", "metrics", "diff", "--json"], root, env).stdout
     assert "lcm.lora.class_agreement" in diff
 

@@ -1,0 +1,66 @@
+"""`dvc exp run --queue` with `dvc queue start -j 2`, on a one-stage pipeline."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+TRAIN = """
+import json, yaml
+p = yaml.safe_load(open("params.yaml"))
+json.dump({"score": p["train"]["lr"] * 2}, open("metrics.json", "w"))
+"""
+DVC_YAML = """
+stages:
+  train:
+    cmd: python train.py
+    deps: [train.py]
+    params: [train.lr]
+    metrics:
+      - metrics.json:
+          cache: false
+"""
+
+
+def test_queued_experiments_run_two_at_a_time(tmp_path):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def run(*cmd: str) -> str:
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout}\n{proc.stderr}"
+        return proc.stdout
+
+    (tmp_path / "train.py").write_text(TRAIN)
+    (tmp_path / "dvc.yaml").write_text(DVC_YAML)
+    (tmp_path / "params.yaml").write_text("train:\n  lr: 0.1\n")
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    run("dvc", "repro", "-q")
+    run("git", "add", "-A")
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    for name, lr in (("lr-a", "0.25"), ("lr-b", "0.5")):
+        run("dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}")
+    assert run("dvc", "queue", "status").count("Queued") == 2
+    run("dvc", "queue", "start", "-j", "2")
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        status = run("dvc", "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+
+    scores, pids = {}, set()
+    for row in json.loads(run("dvc", "exp", "show", "--json")):  # workspace, then the commit
+        for exp in row["experiments"] or []:
+            pids.add(exp["executor"]["local"]["pid"])
+            for rev in exp["revs"]:
+                scores[rev["name"]] = rev["data"]["metrics"]["metrics.json"]["data"]["score"]
+    assert scores == {"lr-a": 0.5, "lr-b": 1.0}
+    assert len(pids) == 2  # one worker process each
