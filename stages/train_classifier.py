@@ -6,6 +6,7 @@ Outputs: ``classifier.paths.model`` (model.safetensors + config.json);
          ``classifier.paths.train_live`` (dvclive: metrics.json and per-epoch curves);
          ``<classifier.paths.figures>/training_curves.png``.
 Resumes from ``classifier.paths.checkpoint`` when a previous run was interrupted.
+Runs as several processes with ``accelerate launch`` (cxrlab.training.distributed).
 """
 
 import logging
@@ -18,6 +19,7 @@ from cxrlab.params import load_section
 from cxrlab.reporting.figures import plot_training_curves
 from cxrlab.training.checkpoint import save_model
 from cxrlab.training.classifier import train_classifier
+from cxrlab.training.distributed import is_main_process
 from cxrlab.training.live import epoch_logger
 from cxrlab.utils import run_stage, seed_everything
 
@@ -35,13 +37,15 @@ def main() -> None:
     )
     model = build_classifier(params.model)
 
-    with epoch_logger(paths.train_live) as (live, log_epoch):
+    with epoch_logger(paths.train_live, enabled=is_main_process()) as (live, log_epoch):
         result = train_classifier(
             model, splits["train"], splits["val"], cfg, paths.checkpoint, log_epoch
         )
         live.log_metric("best_epoch", result.best_epoch, plot=False)
         live.log_metric(f"best_val_{cfg.select_metric}", result.best_score, plot=False)
 
+    if not is_main_process():  # under `accelerate launch`, one process writes
+        return
     meta = {
         "model": asdict(params.model),
         "image_size": cfg.image_size,

@@ -25,6 +25,7 @@ from cxrlab.evaluation.classification import binary_metrics
 from cxrlab.models.classifier import Classifier, predict_proba
 from cxrlab.training.augment import AugmentConfig, augment_batch
 from cxrlab.training.checkpoint import fingerprint
+from cxrlab.training.distributed import accelerator, mean_over_processes, shard
 from cxrlab.training.loop import TrainResult, fit, make_optimizer, model_signature
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ def train_classifier(
 
     steps_per_epoch = -(-len(y_train) // cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch)
+    trained = accelerator().prepare_model(model)  # DDP under several processes
     weight = _class_weights(train.labels) if cfg.class_weighting == "balanced" else None
 
     run_id = fingerprint(asdict(cfg), model_signature(model), len(train), int(train.images.sum()))
@@ -109,7 +111,7 @@ def train_classifier(
         cfg.epochs,
         run_id,
         lambda epoch: _train_epoch(
-            model, x_train, y_train, cfg, epoch, optimizer, scheduler, weight
+            trained, x_train, y_train, cfg, epoch, optimizer, scheduler, weight
         ),
         lambda: _validate(model, x_val, val.labels),
         f"val_{cfg.select_metric}",
@@ -129,17 +131,20 @@ def _train_epoch(model, x, y, cfg: TrainConfig, epoch, optimizer, scheduler, wei
     batches = range(0, len(y), cfg.batch_size)
     for i in tqdm(batches, desc=f"epoch {epoch + 1}", leave=False):
         idx = order[i : i + cfg.batch_size]
-        xb = augment_batch(x[idx], cfg.augment, gen)
+        # The whole batch is augmented in every process, so the random draws match
+        # a single process; each process then trains on its share.
+        part = shard(len(idx))
+        xb = augment_batch(x[idx], cfg.augment, gen)[part]
         loss = F.cross_entropy(
-            model(xb), y[idx], weight=weight, label_smoothing=cfg.label_smoothing
+            model(xb), y[idx][part], weight=weight, label_smoothing=cfg.label_smoothing
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        total += loss.item() * len(idx)
-        count += len(idx)
-    return total / count
+        total += loss.item() * len(xb)
+        count += len(xb)
+    return mean_over_processes(total / count, count)
 
 
 def _validate(model: Classifier, x_val: torch.Tensor, labels: np.ndarray) -> dict[str, float]:

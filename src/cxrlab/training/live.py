@@ -8,13 +8,26 @@ from collections.abc import Callable, Iterator
 from dvclive import Live
 
 
+class _Silent:
+    """Stands in for dvclive's Live in processes that do not write (multi-process runs)."""
+
+    def log_metric(self, *args, **kwargs) -> None:
+        """Log nothing."""
+
+
 @contextlib.contextmanager
-def epoch_logger(directory: str) -> Iterator[tuple[Live, Callable[[dict], None]]]:
+def epoch_logger(
+    directory: str, enabled: bool = True
+) -> Iterator[tuple[Live, Callable[[dict], None]]]:
     """Open a dvclive run in ``directory`` and yield it with a per-epoch row logger.
 
     The logger writes each key of an epoch row (``train_loss`` becomes
     ``train/loss``, ``val_dice`` becomes ``val/dice``) and advances the step.
+    With ``enabled`` false (a process other than the main one) nothing is written.
     """
+    if not enabled:
+        yield _Silent(), lambda row: None
+        return
     with Live(dir=directory, dvcyaml=False, save_dvc_exp=False) as live:
 
         def log_epoch(row: dict) -> None:

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cxrlab.training.checkpoint import load_checkpoint, save_checkpoint
+from cxrlab.training.distributed import is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def fit(
             best = {"epoch": epoch + 1, "score": score, "weights": weights}
         history.append(row)
         bar.set_postfix(loss=f"{train_loss:.3f}", **{select: f"{row[select]:.4f}"})
-        if checkpoint_path:
+        if checkpoint_path and is_main_process():  # every process resumes from it
             save_checkpoint(
                 checkpoint_path,
                 {
@@ -143,7 +144,7 @@ def fit(
             on_epoch(row)
     seconds = time.perf_counter() - start
     model.load_state_dict(best["weights"])
-    if checkpoint_path:
+    if checkpoint_path and is_main_process():
         Path(checkpoint_path).unlink(missing_ok=True)
     log.info("best epoch %d (%s %.4f), %.1f s", best["epoch"], select, best["score"], seconds)
     return TrainResult(best["epoch"], float(best["score"]), history, seconds)
