@@ -19,6 +19,7 @@ from cxrlab.data.captions import load_caption_data
 from cxrlab.models.captioner import generate_captions, load_captioner, pixel_values
 from cxrlab.params import load_section
 from cxrlab.training.checkpoint import fingerprint
+from cxrlab.training.distributed import device
 from cxrlab.utils import md5sum, resumable_map, run_stage, write_csv, write_json
 
 log = logging.getLogger("caption_images")
@@ -32,10 +33,11 @@ def main() -> None:
     test = (pairs["split"] == "test").to_numpy()
     pairs, images = pairs[test].reset_index(drop=True), images[test]
     captioner = load_captioner(paths.model)
+    captioner.model.to(device())
     row_of = {name: i for i, name in enumerate(pairs["image"])}
 
     def caption(batch: list[str]) -> list[str]:
-        x = pixel_values(captioner, images[[row_of[n] for n in batch]])
+        x = pixel_values(captioner, images[[row_of[n] for n in batch]]).to(device())
         return generate_captions(
             captioner, x, decode.num_beams, decode.max_new_tokens, decode.no_repeat_ngram_size
         )

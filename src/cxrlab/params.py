@@ -356,7 +356,8 @@ def apply_profile(params: dict[str, Any]) -> dict[str, Any]:
 
     ``profile: cpu`` (the default) is params.yaml as written. Any other profile names a
     mapping under ``profiles`` whose sections are laid over the top-level ones, e.g.
-    ``profiles.gpu.captioning.model.pretrained``. A profile cannot change ``paths``:
+    ``profiles.gpu.captioning.model.pretrained``, or replace a top-level setting such as
+    ``device``. A profile cannot change ``paths``:
     dvc.yaml reads them from the top-level sections.
 
     Raises:
@@ -371,8 +372,13 @@ def apply_profile(params: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"unknown profile '{name}'; params.yaml defines: {known}.")
     out = dict(params)
     for key, override in (profiles[name] or {}).items():
-        if key not in params or not isinstance(override, dict):
+        if key in ("profile", "profiles") or key not in params:
             raise ConfigError(f"profiles.{name}.{key} must override a section of params.yaml.")
+        if not isinstance(override, dict):  # a top-level setting such as `device`
+            if isinstance(params[key], dict):
+                raise ConfigError(f"profiles.{name}.{key} must be a mapping, like the section.")
+            out[key] = override
+            continue
         if "paths" in override:
             raise ConfigError(
                 f"profiles.{name}.{key}.paths: a profile cannot move paths, "
@@ -380,6 +386,11 @@ def apply_profile(params: dict[str, Any]) -> dict[str, Any]:
             )
         out[key] = merge(params[key], override)
     return out
+
+
+def load_device(path: str | Path = PARAMS_FILE) -> str:
+    """The ``device`` setting (cpu, cuda or auto) with the active profile applied."""
+    return str(apply_profile(load_params(path)).get("device", "cpu"))
 
 
 def load_section(name: str, path: str | Path = PARAMS_FILE) -> T:

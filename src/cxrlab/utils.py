@@ -33,9 +33,13 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's ``main``; a :class:`CxrlabError` becomes one line and exit 1."""
+    """Run a stage's ``main`` on params.yaml's device; a CxrlabError becomes one line, exit 1."""
+    from cxrlab.params import load_device
+    from cxrlab.training.distributed import use_device
+
     setup_logging()
     try:
+        use_device(load_device())
         main()
     except CxrlabError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import faiss
 import numpy as np
 
 
@@ -21,6 +20,8 @@ def nearest_neighbours(
     Returns:
         Similarities (Q, k) and indices into ``index_embeddings`` (Q, k), best first.
     """
+    import faiss  # here, so that importing the caption metrics does not need it
+
     base = _normalise(index_embeddings)
     index = faiss.IndexFlatIP(base.shape[1])
     index.add(base)

@@ -409,7 +409,8 @@ def caption_forward(
     captioner: Captioner, pixels: torch.Tensor, texts: list[str]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The caption loss and the mean-pooled image features (N, D) the decoder attended to."""
-    out = captioner.model(pixel_values=pixels, **encode_captions(captioner, texts))
+    tokens = {k: v.to(pixels.device) for k, v in encode_captions(captioner, texts).items()}
+    out = captioner.model(pixel_values=pixels, **tokens)
     image = out.image_embeds if captioner.cfg.family == "blip" else out.image_hidden_states
     return out.loss, image.reshape(len(pixels), -1, image.shape[-1]).mean(dim=1)
 
@@ -448,12 +449,12 @@ def generate_captions(
     if captioner.cfg.family == "blip":
         out = model.generate(pixel_values=pixels, **kwargs)
     else:
-        prefix = torch.tensor([_prefix_ids(captioner)] * len(pixels))
+        prefix = torch.tensor([_prefix_ids(captioner)] * len(pixels), device=pixels.device)
         out = model.generate(
             input_ids=prefix, attention_mask=torch.ones_like(prefix), pixel_values=pixels,
             eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id, **kwargs,
         )[:, prefix.shape[1] :]  # fmt: skip
-    return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+    return [t.strip() for t in tok.batch_decode(out.cpu(), skip_special_tokens=True)]
 
 
 @torch.no_grad()
@@ -465,4 +466,4 @@ def image_embeddings(captioner: Captioner, pixels: torch.Tensor) -> torch.Tensor
     vision = model.vision_model if captioner.cfg.family == "blip" else model.model.vision_tower
     model.eval()
     hidden = vision(pixel_values=pixels).last_hidden_state
-    return F.normalize(hidden.mean(dim=1), dim=-1)
+    return F.normalize(hidden.mean(dim=1), dim=-1).cpu()

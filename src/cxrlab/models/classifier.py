@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 
 from cxrlab.errors import ConfigError, DataError
+from cxrlab.training.distributed import device_of, run_batched
 
 ARCHS = {
     "resnet18": torchvision.models.resnet18,
@@ -122,22 +123,16 @@ def _rescale_width(net: nn.Module, factor: float) -> None:
     net.fc = nn.Linear(scaled(net.fc.in_features), net.fc.out_features)
 
 
-@torch.no_grad()
-def run_batched(fn, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Apply ``fn`` to ``x`` in batches without gradients and concatenate the results."""
-    return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
 def predict_proba(model: Classifier, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Return the softmax probability of the positive class (index 1), shape (N,)."""
     model.eval()
-    return run_batched(lambda b: model(b).softmax(1)[:, 1], x, batch_size)
+    return run_batched(lambda b: model(b).softmax(1)[:, 1], x, batch_size, device_of(model))
 
 
 def embed(model: Classifier, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Return the penultimate embeddings, shape (N, embed_dim)."""
     model.eval()
-    return run_batched(model.features, x, batch_size)
+    return run_batched(model.features, x, batch_size, device_of(model))
 
 
 def load_classifier(directory: str | Path) -> tuple[Classifier, dict[str, Any]]:

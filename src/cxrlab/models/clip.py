@@ -8,6 +8,7 @@ Both profiles end in the same place: a folder in open_clip's ``local-dir:`` layo
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from cxrlab.errors import ConfigError, DataError
+from cxrlab.training.distributed import device_of, run_batched
 from cxrlab.utils import atomic_path
 
 CONFIG_FILE = "open_clip_config.json"
@@ -77,14 +79,15 @@ class ClipBundle:
     def encode_images(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """L2-normalised image embeddings of preprocessed images."""
         self.model.eval()
-        out = [self.model.encode_image(x[i : i + batch_size], normalize=True) for i in range(0, len(x), batch_size)]
-        return torch.cat(out)
+        encode = functools.partial(self.model.encode_image, normalize=True)
+        return run_batched(encode, x, batch_size, device_of(self.model))
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """L2-normalised text embeddings."""
         self.model.eval()
-        return self.model.encode_text(self.tokenizer(texts), normalize=True)
+        tokens = self.tokenizer(texts).to(device_of(self.model))
+        return self.model.encode_text(tokens, normalize=True).cpu()
 
 
 def build_clip(arch: ClipArchConfig) -> ClipBundle:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from cxrlab.errors import DataError
+from cxrlab.training.distributed import device
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +345,8 @@ def use_sampler(pipe, kind: str, base_config: dict) -> None:
 
 
 def load_variant(source: str | Path, adapters: dict[str, tuple[str | Path, float]]):
-    """Load a pipeline with LoRA adapters fused into its weights, for fast sampling.
+    """Load a pipeline with LoRA adapters fused into its weights, for fast sampling,
+    on the ``device`` param's device.
 
     Args:
         source: The base pipeline (folder or hub id).
@@ -361,7 +363,7 @@ def load_variant(source: str | Path, adapters: dict[str, tuple[str | Path, float
         pipe.set_adapters(list(adapters), adapter_weights=[w for _, w in adapters.values()])
         pipe.fuse_lora(adapter_names=list(adapters))
         pipe.unload_lora_weights()
-    return pipe
+    return pipe.to(device())
 
 
 @torch.no_grad()

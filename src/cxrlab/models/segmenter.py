@@ -13,6 +13,7 @@ from torch import nn
 
 from cxrlab.data.transforms import to_tensor
 from cxrlab.errors import ConfigError, DataError
+from cxrlab.training.distributed import device_of, run_batched
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 16) -
     """Return lung logits (N, H, W) for prepared uint8 images (N, H, W)."""
     model.eval()
     x = to_tensor(images, images.shape[-1])
-    return torch.cat([model(x[i : i + batch_size])[:, 0] for i in range(0, len(x), batch_size)])
+    return run_batched(lambda b: model(b)[:, 0], x, batch_size, device_of(model))
 
 
 @torch.no_grad()

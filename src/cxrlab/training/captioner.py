@@ -29,6 +29,7 @@ from cxrlab.models.captioner import (
 )
 from cxrlab.training.augment import AugmentConfig, augment_batch
 from cxrlab.training.checkpoint import fingerprint
+from cxrlab.training.distributed import device
 from cxrlab.training.loop import TrainResult, fit, model_signature
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,8 @@ def train_captioner(
         width = caption_forward(captioner, x_train[:1], texts[:1])[1].shape[-1]
         model.align_head = torch.nn.Linear(width, targets.shape[1])
     x_val, val_texts = pixel_values(captioner, val[0]), list(val[1])
+    model.to(device())
+    targets = targets.to(device()) if targets is not None else None
     steps = -(-len(texts) // cfg.batch_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
     log.info(
@@ -162,7 +165,7 @@ def train_captioner(
         total = 0.0
         for i in tqdm(range(steps), desc=f"epoch {epoch + 1}", leave=False):
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            x = augment_batch(x_train[idx], cfg.augment, gen)
+            x = augment_batch(x_train[idx], cfg.augment, gen).to(device())
             loss, image = caption_forward(captioner, x, [texts[j] for j in idx])
             if targets is not None:
                 pred = torch.nn.functional.normalize(model.align_head(image), dim=-1)
@@ -182,7 +185,7 @@ def train_captioner(
         model.eval()
         loss, generated = 0.0, []
         for i in range(0, len(val_texts), 32):
-            x, texts_i = x_val[i : i + 32], val_texts[i : i + 32]
+            x, texts_i = x_val[i : i + 32].to(device()), val_texts[i : i + 32]
             loss += caption_loss(captioner, x, texts_i).item() * len(texts_i)
             generated += generate_captions(captioner, x, 1, captioner.cfg.max_length)
         scores = scorer.score(val_texts, generated)
@@ -199,4 +202,5 @@ def train_captioner(
     )  # fmt: skip
     if targets is not None:
         del model.align_head
+    model.to("cpu")
     return result

@@ -25,7 +25,7 @@ from cxrlab.evaluation.classification import binary_metrics
 from cxrlab.models.classifier import Classifier, predict_proba
 from cxrlab.training.augment import AugmentConfig, augment_batch
 from cxrlab.training.checkpoint import fingerprint
-from cxrlab.training.distributed import accelerator, mean_over_processes, shard
+from cxrlab.training.distributed import accelerator, device, mean_over_processes, shard
 from cxrlab.training.loop import TrainResult, fit, make_optimizer, model_signature
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def train_classifier(
     if cfg.epochs <= 0 or cfg.batch_size <= 0:
         raise ConfigError("classifier.train.epochs and batch_size must be positive.")
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
+    model.to(device(), memory_format=memory_format)
     x_train = to_tensor(train.images, cfg.image_size).contiguous(memory_format=memory_format)
     y_train = torch.as_tensor(train.labels)
     x_val = to_tensor(val.images, cfg.image_size).contiguous(memory_format=memory_format)
@@ -102,6 +102,7 @@ def train_classifier(
     optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch)
     trained = accelerator().prepare_model(model)  # DDP under several processes
     weight = _class_weights(train.labels) if cfg.class_weighting == "balanced" else None
+    weight = weight.to(device()) if weight is not None else None
 
     run_id = fingerprint(asdict(cfg), model_signature(model), len(train), int(train.images.sum()))
     result = fit(
@@ -118,7 +119,7 @@ def train_classifier(
         checkpoint_path,
         on_epoch,
     )
-    model.to(memory_format=torch.contiguous_format)
+    model.to("cpu", memory_format=torch.contiguous_format)
     return result
 
 
@@ -134,9 +135,9 @@ def _train_epoch(model, x, y, cfg: TrainConfig, epoch, optimizer, scheduler, wei
         # The whole batch is augmented in every process, so the random draws match
         # a single process; each process then trains on its share.
         part = shard(len(idx))
-        xb = augment_batch(x[idx], cfg.augment, gen)[part]
+        xb = augment_batch(x[idx], cfg.augment, gen)[part].to(device())
         loss = F.cross_entropy(
-            model(xb), y[idx][part], weight=weight, label_smoothing=cfg.label_smoothing
+            model(xb), y[idx][part].to(device()), weight=weight, label_smoothing=cfg.label_smoothing
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

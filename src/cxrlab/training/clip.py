@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from cxrlab.errors import ConfigError
 from cxrlab.models.clip import ClipBundle
 from cxrlab.training.augment import AugmentConfig, augment_batch
+from cxrlab.training.distributed import device
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ def train_clip(
     model = bundle.model
     # Every caption tokenised once; each step encodes the few distinct captions and indexes them.
     captions = [(c, t) for c in class_names for t in cfg.captions[c]]
-    tokens = bundle.tokenizer([t for _, t in captions])
+    model.to(device())
+    tokens = bundle.tokenizer([t for _, t in captions]).to(device())
     caption_class = torch.tensor([class_names.index(c) for c, _ in captions])
     by_class = [torch.nonzero(caption_class == k)[:, 0] for k in range(len(class_names))]
     y = torch.as_tensor(labels)
@@ -124,9 +126,12 @@ def train_clip(
                     for k in yb.tolist()
                 ]
             )
-            image_emb = model.encode_image(augment_batch(x[idx], cfg.augment, gen), normalize=True)
+            xb = augment_batch(x[idx], cfg.augment, gen).to(device())
+            image_emb = model.encode_image(xb, normalize=True)
             text_all = model.encode_text(tokens, normalize=True)
-            loss = label_aware_clip_loss(image_emb, text_all[pick], yb, model.logit_scale.exp())
+            loss = label_aware_clip_loss(
+                image_emb, text_all[pick.to(device())], yb.to(device()), model.logit_scale.exp()
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -141,6 +146,7 @@ def train_clip(
                 "logit_scale": model.logit_scale.exp().item(),
             }
         )
+    model.to("cpu")
     log.info(
         "CLIP trained: %d epochs, final loss %.4f, %.1f s",
         cfg.epochs,

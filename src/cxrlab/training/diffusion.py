@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from cxrlab.errors import ConfigError
 from cxrlab.models.diffusion import LORA_TARGETS, add_lora
 from cxrlab.training.checkpoint import fingerprint
+from cxrlab.training.distributed import device
 from cxrlab.training.loop import TrainResult, fit, make_optimizer, model_signature
 
 OnEpoch = Callable[[dict[str, float]], None] | None
@@ -144,8 +145,12 @@ class Conditioning:
     def batch(self, idx: torch.Tensor, drop_prob: float, gen: torch.Generator) -> torch.Tensor:
         """The states for samples ``idx``; each is the empty prompt with ``drop_prob``."""
         states = self.bank[self.which[idx]]
-        drop = torch.rand(len(idx), generator=gen) < drop_prob
+        drop = (torch.rand(len(idx), generator=gen) < drop_prob).to(states.device)
         return torch.where(drop[:, None, None], self.empty, states)
+
+    def to(self, where) -> Conditioning:
+        """The prompt states on device ``where`` (the indices stay on the CPU)."""
+        return Conditioning(self.bank.to(where), self.which, self.empty.to(where))
 
 
 def train_vae(vae, train_x, val_x, cfg: VaeTrainConfig, checkpoint=None, on_epoch: OnEpoch = None):
@@ -154,11 +159,13 @@ def train_vae(vae, train_x, val_x, cfg: VaeTrainConfig, checkpoint=None, on_epoc
     The best epoch is picked on validation reconstruction MSE (also reported as PSNR).
     """
     steps = len(train_x) // cfg.batch_size or 1
+    vae.to(device())
+    train_x, val_x = train_x.to(device()), val_x.to(device())
     optimizer, scheduler = make_optimizer(vae, cfg, steps)
 
     def loss(idx, gen):
         post = vae.encode(train_x[idx]).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        z = post.mean + post.std * _randn(post.mean.shape, gen, post.mean.device)
         return F.mse_loss(vae.decode(z).sample, train_x[idx]) + cfg.kl_weight * post.kl().mean()
 
     @torch.no_grad()
@@ -172,11 +179,13 @@ def train_vae(vae, train_x, val_x, cfg: VaeTrainConfig, checkpoint=None, on_epoc
         return {"val_loss": mse, "val_psnr": 10 * math.log10(4.0 / mse)}
 
     run_id = fingerprint(asdict(cfg), model_signature(vae), tuple(train_x.shape))
-    return fit(
+    result = fit(
         vae, optimizer, scheduler, cfg.epochs, run_id,
         lambda i: _train_block(vae, optimizer, scheduler, loss, len(train_x), cfg, steps, i),
         validate, "val_loss", checkpoint, on_epoch,
     )  # fmt: skip
+    vae.to("cpu")
+    return result
 
 
 def train_base_unet(
@@ -188,6 +197,9 @@ def train_base_unet(
     Validation is the denoising loss of the EMA weights on the validation latents,
     with noise and timesteps fixed across epochs so the values compare.
     """
+    unet.to(device())
+    latents, val_latents = latents.to(device()), val_latents.to(device())
+    cond, val_cond = cond.to(device()), val_cond.to(device())
     ema = copy.deepcopy(unet).requires_grad_(False)
     both = nn.ModuleDict({"unet": unet, "ema": ema})
     steps = len(latents) // cfg.batch_size or 1
@@ -215,6 +227,7 @@ def train_base_unet(
         ),
         validate, "epoch", checkpoint, on_epoch,
     )  # fmt: skip
+    both.to("cpu")
     return result, ema
 
 
@@ -224,6 +237,8 @@ def train_lora(
 ) -> TrainResult:  # fmt: skip
     """Add a LoRA to ``unet`` and train only it for ``cfg.steps`` steps (last step kept)."""
     add_lora(unet, cfg.rank, cfg.alpha, cfg.target_modules)
+    unet.to(device())
+    latents, cond = latents.to(device()), cond.to(device())
 
     def loss(idx, gen):
         emb = cond.batch(idx, cfg.uncond_prob, gen)
@@ -245,6 +260,9 @@ def distill_lcm(
     that ``LCMScheduler`` applies at sampling time.
     """
     add_lora(unet, cfg.rank, None, cfg.target_modules)
+    unet.to(device())
+    latents, val_latents = latents.to(device()), val_latents.to(device())
+    cond, val_cond = cond.to(device()), val_cond.to(device())
     solver = ConsistencySolver(noise_scheduler, cfg.ddim_timesteps)
 
     def loss(idx, gen):
@@ -274,9 +292,9 @@ class ConsistencySolver:
     def loss(self, unet, z0, emb, empty, cfg: LcmTrainConfig, gen) -> torch.Tensor:
         """The pseudo-Huber consistency loss for one batch of clean latents ``z0``."""
         index = torch.randint(0, len(self.timesteps), (len(z0),), generator=gen)
-        t_start = self.timesteps[index]
+        t_start = self.timesteps[index].to(z0.device)
         t_prev = (t_start - self.skip).clamp(min=0)
-        noise = torch.randn(z0.shape, generator=gen)
+        noise = _randn(z0.shape, gen, z0.device)
         a_start = self._alpha(t_start)
         z_start = a_start.sqrt() * z0 + (1 - a_start).sqrt() * noise
 
@@ -297,7 +315,7 @@ class ConsistencySolver:
         return (torch.sqrt((student.float() - target.float()) ** 2 + c * c) - c).mean()
 
     def _alpha(self, t: torch.Tensor) -> torch.Tensor:
-        return self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return self.alphas_cumprod.to(t.device)[t].view(-1, 1, 1, 1)
 
     def _x0(self, out: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         a = self._alpha(t)
@@ -315,8 +333,9 @@ class ConsistencySolver:
 
 def denoising_loss(unet, noise_scheduler, z0, emb, gen) -> torch.Tensor:
     """The diffusion training loss: predict the noise (or v) added at a random timestep."""
-    noise = torch.randn(z0.shape, generator=gen)
+    noise = _randn(z0.shape, gen, z0.device)
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(z0),), generator=gen)
+    t = t.to(z0.device)
     noisy = noise_scheduler.add_noise(z0, noise, t)
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(z0, noise, t)
@@ -351,8 +370,15 @@ def _fit_steps(unet, loss, n, cfg, checkpoint, on_epoch, validate) -> TrainResul
         return _train_block(unet, optimizer, scheduler, loss, n, cfg, steps, i)
 
     run_id = fingerprint(asdict(cfg), model_signature(unet), n)
-    return fit(unet, optimizer, scheduler, blocks, run_id, block, validate, "epoch", checkpoint,
-               on_epoch)  # fmt: skip
+    result = fit(unet, optimizer, scheduler, blocks, run_id, block, validate, "epoch", checkpoint,
+                 on_epoch)  # fmt: skip
+    unet.to("cpu")
+    return result
+
+
+def _randn(shape, gen: torch.Generator, where: torch.device) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU from ``gen`` (the same on any device), then moved."""
+    return torch.randn(shape, generator=gen).to(where)
 
 
 class _Params(nn.Module):

@@ -1,16 +1,20 @@
-"""Training under accelerate: one process, or several with DDP.
+"""Where training runs: one process or several with DDP, on CPU or a GPU.
 
-`dvc repro` runs a stage as one process, and everything here is then a no-op: the
-results are the same as without accelerate. Launched as several processes, e.g.
+The ``device`` param picks the device: ``cpu`` (the cpu profile: results reproduce bit
+for bit), ``cuda`` (fail unless torch sees a GPU) or ``auto`` (a GPU when there is one;
+the gpu profile). :func:`cxrlab.utils.run_stage` applies it before a stage starts.
+Trainers keep their data and every random draw on the CPU, and move each batch to
+:func:`device`, so a GPU run sees the same batches, noise and augmentations as a CPU run;
+they hand the model back on the CPU.
+
+`dvc repro` runs a stage as one process. Launched as several, e.g.
 
     accelerate launch --multi_gpu --num_processes 2 stages/train_classifier.py
 
 (on a machine without a GPU the processes talk over gloo), each process trains on its
 share of every batch and DDP averages the gradients, so one optimiser step still sees the
-whole batch. Only the main process writes files.
-
-So far the classifier trainer runs under accelerate, on CPU processes; the other trainers
-and GPU device placement are still to do.
+whole batch. Only the main process writes files. So far only the classifier trainer
+shards its batches over processes.
 """
 
 from __future__ import annotations
@@ -20,20 +24,65 @@ import logging
 
 import torch
 
+from cxrlab.errors import ConfigError
+
 log = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "cuda", "auto")
+_chosen = "cpu"
+
+
+def use_device(name: str) -> None:
+    """Run on ``name`` (one of :data:`DEVICES`) from here on.
+
+    Raises:
+        ConfigError: For an unknown name (and, at first use, ``cuda`` without a GPU).
+    """
+    global _chosen
+    if name not in DEVICES:
+        raise ConfigError(f"device is '{name}'; expected one of {', '.join(DEVICES)}.")
+    if name != _chosen:
+        _chosen = name
+        if accelerator.cache_info().currsize:
+            from accelerate.state import AcceleratorState
+
+            # accelerate keeps one state per process; a switch (tests do it) starts anew.
+            AcceleratorState._reset_state(reset_partial_state=True)
+            accelerator.cache_clear()
 
 
 @functools.cache
 def accelerator():
-    """The process's :class:`accelerate.Accelerator` (CPU; one per process)."""
+    """The process's :class:`accelerate.Accelerator`, on the device :func:`use_device` chose."""
     from accelerate import Accelerator
 
-    acc = Accelerator(cpu=True)
-    if acc.num_processes > 1:
-        log.info(
-            "process %d of %d (%s)", acc.process_index + 1, acc.num_processes, acc.distributed_type
+    if _chosen == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device is 'cuda' but torch sees no CUDA GPU; use device: auto (a GPU when "
+            "there is one) or cpu."
         )
+    acc = Accelerator(cpu=_chosen == "cpu")
+    log.info(
+        "device %s, process %d of %d (%s)",
+        acc.device, acc.process_index + 1, acc.num_processes, acc.distributed_type,
+    )  # fmt: skip
     return acc
+
+
+def device() -> torch.device:
+    """The device models train and predict on."""
+    return accelerator().device
+
+
+def device_of(module: torch.nn.Module) -> torch.device:
+    """The device a module's weights are on (CPU for a module without weights)."""
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
+
+
+@torch.no_grad()
+def run_batched(fn, x: torch.Tensor, batch_size: int, on: torch.device | None = None):
+    """``fn`` over ``x`` in batches moved to ``on``, without gradients, joined on the CPU."""
+    return torch.cat([fn(x[i : i + batch_size].to(on)).cpu() for i in range(0, len(x), batch_size)])
 
 
 def is_main_process() -> bool:
@@ -52,5 +101,5 @@ def mean_over_processes(value: float, weight: float) -> float:
     acc = accelerator()
     if acc.num_processes == 1:
         return value
-    totals = acc.reduce(torch.tensor([value * weight, weight], dtype=torch.float64), "sum")
+    totals = acc.reduce(torch.tensor([value * weight, weight], device=acc.device), "sum")
     return float(totals[0] / totals[1])

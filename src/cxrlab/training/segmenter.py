@@ -20,6 +20,7 @@ from cxrlab.evaluation.segmentation import dice_score
 from cxrlab.models.segmenter import predict_logits
 from cxrlab.training.augment import AugmentConfig, augment_pair
 from cxrlab.training.checkpoint import fingerprint
+from cxrlab.training.distributed import device
 from cxrlab.training.loop import TrainResult, fit, make_optimizer, model_signature
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def train_segmenter(
     if len(train[0]) == 0 or len(val[0]) == 0:
         raise ConfigError("the segmentation train and val splits must not be empty.")
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
+    model.to(device(), memory_format=memory_format)
     x_train = to_tensor(train[0], train[0].shape[-1])
     y_train = torch.as_tensor(train[1]).unsqueeze(1)
     steps_per_epoch = -(-len(x_train) // cfg.batch_size)
@@ -117,8 +118,8 @@ def train_segmenter(
             idx = order[i : i + cfg.batch_size]
             xb, yb = augment_pair(x_train[idx], y_train[idx], cfg.augment, gen)
             loss = segmentation_loss(
-                model(xb.contiguous(memory_format=memory_format))[:, 0],
-                yb[:, 0],
+                model(xb.to(device()).contiguous(memory_format=memory_format))[:, 0],
+                yb[:, 0].to(device()),
                 cfg.dice_weight,
                 cfg.bce_weight,
             )
@@ -150,5 +151,5 @@ def train_segmenter(
         checkpoint_path,
         on_epoch,
     )
-    model.to(memory_format=torch.contiguous_format)
+    model.to("cpu", memory_format=torch.contiguous_format)
     return result

@@ -1,0 +1,269 @@
+"""The `device` param: every trainer and the GPU inference paths, on CUDA against the CPU.
+
+Each trainer runs twice from the same initial weights, once on the CPU and once on the
+GPU. Batches, augmentations and noise are drawn on the CPU in both runs, so the two runs
+differ only by floating-point rounding (cuDNN's convolutions, TF32): their losses must
+agree closely, the GPU must really have been used, and the model must come back on the
+CPU. The tests that need a GPU are skipped on a machine without one (such as CI); the
+device tool's H100 runs them (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cxrlab.errors import ConfigError
+from cxrlab.params import apply_profile, load_device
+from cxrlab.training.distributed import accelerator, device, device_of, use_device
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture
+def on_cpu_after():
+    yield
+    use_device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def full_fp32():
+    """No TF32 in the GPU runs, so that they differ from the CPU only by summation order."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def on_both(model: torch.nn.Module, predict) -> dict[str, object]:
+    """``predict(model)`` with the same weights on the CPU and on the GPU."""
+    out = {}
+    for name in ("cpu", "cuda"):
+        use_device(name)
+        model.to(device())
+        out[name] = predict(model)
+    model.to("cpu")
+    use_device("cpu")
+    return out
+
+
+def both_devices(train) -> dict[str, tuple[torch.nn.Module, list[float]]]:
+    """``train()`` -> (model, losses), run on the CPU and then on the GPU."""
+    runs = {}
+    for name in ("cpu", "cuda"):
+        use_device(name)
+        torch.cuda.reset_peak_memory_stats()
+        runs[name] = train()
+        if name == "cuda":
+            assert torch.cuda.max_memory_allocated() > 0, "nothing was put on the GPU"
+    use_device("cpu")
+    for model, _ in runs.values():
+        assert device_of(model).type == "cpu"  # handed back where the stage saves it
+    return runs
+
+
+def assert_same_training(runs, rtol: float, atol: float = 0.005) -> None:
+    """The per-epoch losses agree to ``rtol``, or to ``atol`` once they are near zero."""
+    cpu, cuda = (np.asarray(runs[k][1]) for k in ("cpu", "cuda"))
+    assert np.all(np.isfinite(cuda)) and cpu.shape == cuda.shape
+    np.testing.assert_allclose(cuda, cpu, rtol=rtol, atol=atol)
+
+
+def test_device_param_default_profile_and_errors(tmp_path, on_cpu_after):
+    params = {"profile": "gpu", "device": "cpu", "profiles": {"gpu": {"device": "auto"}}}
+    assert apply_profile(params)["device"] == "auto"
+    (tmp_path / "params.yaml").write_text("profile: cpu\ndevice: cpu\n")
+    assert load_device(tmp_path / "params.yaml") == "cpu"
+    with pytest.raises(ConfigError, match="expected one of cpu, cuda, auto"):
+        use_device("gpu")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        apply_profile({"profile": "gpu", "lora": {}, "profiles": {"gpu": {"lora": 3}}})
+    use_device("auto")
+    assert device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(on_cpu_after):
+    use_device("cuda")
+    with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+        accelerator()
+
+
+@gpu
+def test_classifier_trains_on_the_gpu_like_on_the_cpu(tiny_npz, tiny_model_cfg, tiny_train_cfg):
+    from cxrlab.data.pneumoniamnist import load_pneumoniamnist
+    from cxrlab.models.classifier import build_classifier, predict_proba
+    from cxrlab.training.classifier import train_classifier
+
+    splits = load_pneumoniamnist(tiny_npz)
+
+    def train():
+        torch.manual_seed(0)
+        model = build_classifier(tiny_model_cfg)
+        result = train_classifier(model, splits["train"], splits["val"], tiny_train_cfg)
+        return model, [row["train_loss"] for row in result.history]
+
+    runs = both_devices(train)
+    assert_same_training(runs, rtol=0.02)
+    from cxrlab.data.transforms import to_tensor
+
+    x = to_tensor(splits["test"].images, 28)
+    probs = on_both(runs["cpu"][0], lambda m: predict_proba(m, x))
+    assert probs["cuda"].device.type == "cpu"
+    assert torch.allclose(probs["cuda"], probs["cpu"], atol=1e-4)
+
+
+@gpu
+def test_segmenter_trains_on_the_gpu_like_on_the_cpu(tmp_path):
+    from cxrlab.models.segmenter import build_segmenter
+    from cxrlab.training.segmenter import SegTrainConfig, train_segmenter
+    from tests.lungseg_fixtures import write_covid
+    from tests.test_segmentation import TINY, prepared
+
+    train, val = prepared(write_covid(tmp_path / "covid_lungseg"))
+
+    def train_once():
+        torch.manual_seed(0)
+        model = build_segmenter(TINY)
+        result = train_segmenter(model, train, val, SegTrainConfig(epochs=3, batch_size=4))
+        return model, [row["train_loss"] for row in result.history]
+
+    assert_same_training(both_devices(train_once), rtol=0.02)
+
+
+@gpu
+def test_clip_trains_on_the_gpu_like_on_the_cpu(tiny_npz):
+    from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
+    from cxrlab.models.clip import build_clip
+    from cxrlab.training.clip import ClipTrainConfig, train_clip
+    from tests.test_clip import CAPTIONS, TINY
+
+    split = load_pneumoniamnist(tiny_npz)["train"]
+    cfg = ClipTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions=CAPTIONS)
+
+    def train():
+        torch.manual_seed(0)
+        bundle = build_clip(TINY)
+        x = bundle.images_to_tensor(split.images)
+        history = train_clip(bundle, x, split.labels, list(CLASS_NAMES), cfg)
+        bundle.model.to(device())  # inference follows the weights' device
+        emb = bundle.encode_images(x[:4])
+        assert emb.device.type == "cpu" and bundle.encode_texts(["a"]).device.type == "cpu"
+        bundle.model.to("cpu")
+        return bundle.model, [row["loss"] for row in history]
+
+    assert_same_training(both_devices(train), rtol=0.02)
+
+
+@gpu
+@pytest.mark.parametrize("family", ["blip", "llava"])
+def test_captioner_trains_and_decodes_on_the_gpu_like_on_the_cpu(family):
+    from cxrlab.models.captioner import build_captioner, generate_captions, pixel_values
+    from cxrlab.training.augment import AugmentConfig
+    from cxrlab.training.captioner import CaptionTrainConfig, train_captioner
+    from tests.test_captioning import CAPTIONS, tiny_cfg, tiny_images
+
+    images, texts = tiny_images(), [CAPTIONS[i % 2] for i in range(8)]
+    cfg = CaptionTrainConfig(epochs=4, batch_size=4, lr=1e-2, augment=AugmentConfig())
+    captioners = {}
+
+    def train():
+        torch.manual_seed(0)
+        captioner = build_captioner(tiny_cfg(family))
+        result = train_captioner(captioner, (images, texts), (images, texts), cfg)
+        captioners[device().type] = captioner
+        return captioner.model, [row["val_loss"] for row in result.history]
+
+    assert_same_training(both_devices(train), rtol=0.02)
+    captioner = captioners["cpu"]
+    x = pixel_values(captioner, images[:2])
+    captions = on_both(
+        captioner.model, lambda m: generate_captions(captioner, x.to(device()), 3, 12, 3)
+    )
+    assert captions["cuda"] == captions["cpu"]
+
+
+@gpu
+def test_diffusion_trainers_and_sampling_on_the_gpu_like_on_the_cpu(tmp_path):
+    from cxrlab.models.diffusion import (
+        build_pipeline,
+        encode_latents,
+        load_variant,
+        sample_images,
+        save_lora,
+        to_rgb,
+    )
+    from cxrlab.training.diffusion import (
+        BaseTrainConfig,
+        LcmTrainConfig,
+        LoraTrainConfig,
+        VaeTrainConfig,
+        distill_lcm,
+        make_conditioning,
+        train_base_unet,
+        train_lora,
+        train_vae,
+    )
+    from tests.test_diffusion import TINY
+
+    images = np.random.default_rng(0).integers(0, 256, (24, 28, 28), dtype=np.uint8)
+    x = to_rgb(images, 16)
+
+    def pipeline():
+        torch.manual_seed(0)
+        return build_pipeline(TINY, seed=0)
+
+    def vae():
+        pipe = pipeline()
+        result = train_vae(pipe.vae, x, x[:8], VaeTrainConfig(epochs=2, batch_size=8))
+        return pipe.vae, [row["val_loss"] for row in result.history]
+
+    def setup():
+        pipe = pipeline()
+        z = encode_latents(pipe.vae, x)
+        return pipe, z, make_conditioning(pipe, ["normal lungs", "pneumonia"] * 12)
+
+    def base():
+        pipe, z, cond = setup()
+        cfg = BaseTrainConfig(epochs=2, batch_size=8)
+        result, ema = train_base_unet(pipe.unet, pipe.scheduler, z, z[:8], cond, cond, cfg)
+        assert device_of(ema).type == "cpu"
+        return pipe.unet, [row["train_loss"] for row in result.history]
+
+    def lora():
+        pipe, z, cond = setup()
+        result = train_lora(
+            pipe.unet, pipe.scheduler, z, cond, LoraTrainConfig(steps=4, eval_every=2)
+        )
+        return pipe.unet, [row["train_loss"] for row in result.history]
+
+    def lcm():
+        pipe, z, cond = setup()
+        if device().type == "cuda":
+            pipe.save_pretrained(tmp_path / "base")  # before the LoRA is added
+        cfg = LcmTrainConfig(steps=4, eval_every=2, batch_size=8, rank=2, teacher_guidance=2.0)
+        result = distill_lcm(pipe.unet, pipe.scheduler, z, z[:8], cond, cond, cfg)
+        if device().type == "cuda":
+            save_lora(pipe.unet, tmp_path / "lcm")
+        return pipe.unet, [row["val_loss"] for row in result.history]
+
+    for train in (vae, base, lora, lcm):
+        assert_same_training(both_devices(train), rtol=0.02)
+
+    samples = {}
+    for name in ("cpu", "cuda"):
+        use_device(name)
+        pipe = load_variant(tmp_path / "base", {"lcm": (tmp_path / "lcm", 1.0)})
+        assert pipe.unet.device.type == name
+        pipe.set_progress_bar_config(disable=True)
+        samples[name] = sample_images(
+            pipe, "pneumonia", 2, 4, 1.0, seed=1, batch_size=2, resolution=16
+        )
+    use_device("cpu")
+    # the same starting noise on both devices: the images match up to rounding
+    diff = np.abs(samples["cuda"].astype(int) - samples["cpu"].astype(int))
+    assert diff.mean() < 2.0, diff.mean()
