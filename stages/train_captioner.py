@@ -17,6 +17,7 @@ from cxrlab.models.captioner import build_captioner, save_captioner
 from cxrlab.params import load_section
 from cxrlab.reporting.figures import plot_training_curves
 from cxrlab.training.captioner import train_captioner
+from cxrlab.training.distributed import is_main_process
 from cxrlab.training.live import epoch_logger
 from cxrlab.utils import run_stage, seed_everything
 
@@ -30,13 +31,15 @@ def main() -> None:
     seed_everything(cfg.seed)
     pairs, images = load_caption_data(paths.data)
     captioner = build_captioner(params.model)
-    with epoch_logger(paths.live) as (live, log_epoch):
+    with epoch_logger(paths.live, enabled=is_main_process()) as (live, log_epoch):
         result = train_captioner(
             captioner, split_of(pairs, images, "train"), split_of(pairs, images, "val"), cfg,
             f"{paths.checkpoints}/captioner.pt", log_epoch,
         )  # fmt: skip
         live.summary["best_epoch"] = result.best_epoch
         live.summary["train_seconds"] = round(result.seconds, 1)
+    if not is_main_process():  # under `accelerate launch`, one process writes
+        return
     plot_training_curves(result.history, Path(paths.figures) / "training.png")
     save_captioner(captioner, paths.model)
     log.info("saved %s (best epoch %d)", paths.model, result.best_epoch)

@@ -16,6 +16,7 @@ from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
 from cxrlab.models.clip import build_clip, save_clip
 from cxrlab.params import load_section
 from cxrlab.training.clip import train_clip
+from cxrlab.training.distributed import is_main_process
 from cxrlab.utils import run_stage, seed_everything
 
 log = logging.getLogger("train_clip")
@@ -30,6 +31,8 @@ def main() -> None:
     x = bundle.images_to_tensor(train.images)
     log.info("training CLIP on %d train images", len(train))
     history = train_clip(bundle, x, train.labels, list(CLASS_NAMES), params.train)
+    if not is_main_process():  # under `accelerate launch`, one process writes
+        return
     with Live(dir=params.paths.train_live, dvcyaml=False, save_dvc_exp=False) as live:
         for row in history:
             live.log_metric("train/loss", row["loss"])

@@ -19,6 +19,7 @@ from cxrlab.models.diffusion import build_pipeline, encode_latents, load_pipelin
 from cxrlab.params import load_section
 from cxrlab.reporting.figures import plot_training_curves
 from cxrlab.training.diffusion import make_conditioning, train_base_unet
+from cxrlab.training.distributed import is_main_process
 from cxrlab.training.live import epoch_logger, record_pretrained
 from cxrlab.utils import atomic_path, run_stage, seed_everything
 
@@ -48,11 +49,14 @@ def main() -> None:
         log.info(
             "training the UNet on %d latents %s", len(latents["train"]), latents["train"].shape[1:]
         )
-        with epoch_logger(f"{paths.live}/train_diffusion_base") as (_, log_epoch):
+        logger = epoch_logger(f"{paths.live}/train_diffusion_base", enabled=is_main_process())
+        with logger as (_, log_epoch):
             result, ema = train_base_unet(
                 pipe.unet, pipe.scheduler, latents["train"], latents["val"], cond["train"],
                 cond["val"], cfg, f"{paths.checkpoints}/base.pt", log_epoch,
             )  # fmt: skip
+        if not is_main_process():  # under `accelerate launch`, one process writes
+            return
         pipe.unet = ema
         plot_training_curves(result.history, figure)
     with atomic_path(paths.base) as tmp:

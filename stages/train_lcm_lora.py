@@ -19,6 +19,7 @@ from cxrlab.models.diffusion import encode_latents, fetch_lora, load_pipeline, s
 from cxrlab.params import load_section
 from cxrlab.reporting.figures import plot_training_curves
 from cxrlab.training.diffusion import distill_lcm, make_conditioning
+from cxrlab.training.distributed import is_main_process
 from cxrlab.training.live import epoch_logger, record_pretrained
 from cxrlab.utils import run_stage, seed_everything
 
@@ -42,11 +43,13 @@ def main() -> None:
     prompt = params.base_train.prompt
     cond = {s: make_conditioning(pipe, [prompt] * len(z)) for s, z in latents.items()}
     log.info("distilling for %d steps (LoRA rank %d)", cfg.steps, cfg.rank)
-    with epoch_logger(f"{paths.live}/train_lcm_lora") as (_, log_epoch):
+    with epoch_logger(f"{paths.live}/train_lcm_lora", enabled=is_main_process()) as (_, log_epoch):
         result = distill_lcm(
             pipe.unet, pipe.scheduler, latents["train"], latents["val"], cond["train"],
             cond["val"], cfg, f"{paths.checkpoints}/lcm.pt", log_epoch,
         )  # fmt: skip
+    if not is_main_process():  # under `accelerate launch`, one process writes
+        return
     plot_training_curves(result.history, figure)
     save_lora(pipe.unet, paths.lcm_lora)
     log.info("saved %s", paths.lcm_lora)

@@ -19,6 +19,7 @@ from cxrlab.models.diffusion import encode_latents, load_pipeline, save_lora, to
 from cxrlab.params import load_section
 from cxrlab.reporting.figures import plot_training_curves
 from cxrlab.training.diffusion import make_conditioning, train_lora
+from cxrlab.training.distributed import is_main_process
 from cxrlab.training.live import epoch_logger
 from cxrlab.utils import run_stage, seed_everything
 
@@ -38,10 +39,12 @@ def main() -> None:
         "LoRA rank %d, %d steps on %d images, prompts: %s",
         cfg.rank, cfg.steps, len(images), sorted(set(texts)),
     )  # fmt: skip
-    with epoch_logger(f"{paths.live}/train_lora") as (_, log_epoch):
+    with epoch_logger(f"{paths.live}/train_lora", enabled=is_main_process()) as (_, log_epoch):
         result = train_lora(
             pipe.unet, pipe.scheduler, latents, cond, cfg, f"{paths.checkpoints}/lora.pt", log_epoch
         )
+    if not is_main_process():  # under `accelerate launch`, one process writes
+        return
     plot_training_curves(result.history, Path(paths.figures) / "lora_training.png")
     save_lora(pipe.unet, paths.lora)
     log.info("saved %s", paths.lora)

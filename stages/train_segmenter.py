@@ -17,6 +17,7 @@ from cxrlab.models.segmenter import build_segmenter
 from cxrlab.params import load_section
 from cxrlab.reporting.figures import plot_training_curves
 from cxrlab.training.checkpoint import save_model
+from cxrlab.training.distributed import is_main_process
 from cxrlab.training.live import epoch_logger
 from cxrlab.training.segmenter import train_segmenter
 from cxrlab.utils import run_stage, seed_everything
@@ -34,12 +35,14 @@ def main() -> None:
     counts = {name: len(images) for name, (images, _) in splits.items()}
     log.info("train %d, val %d images at %d px", counts["train"], counts["val"], size)
     model = build_segmenter(params.model)
-    with epoch_logger(paths.train_live) as (live, log_epoch):
+    with epoch_logger(paths.train_live, enabled=is_main_process()) as (live, log_epoch):
         result = train_segmenter(
             model, splits["train"], splits["val"], cfg, paths.checkpoint, log_epoch
         )
         live.log_metric("best_epoch", result.best_epoch, plot=False)
         live.log_metric("best_val_dice", result.best_score, plot=False)
+    if not is_main_process():  # under `accelerate launch`, one process writes
+        return
     save_model(
         paths.model,
         model,

@@ -19,6 +19,7 @@ from cxrlab.models.diffusion import build_vae, set_latent_scale, to_rgb
 from cxrlab.params import load_section
 from cxrlab.reporting.figures import plot_training_curves
 from cxrlab.training.diffusion import train_vae
+from cxrlab.training.distributed import is_main_process
 from cxrlab.training.live import epoch_logger, record_pretrained
 from cxrlab.utils import atomic_path, run_stage, seed_everything
 
@@ -42,12 +43,15 @@ def main() -> None:
         train_x, val_x = to_rgb(splits["train"].images, res), to_rgb(splits["val"].images, res)
         log.info("training the VAE on %d images at %d px", len(train_x), res)
         vae = build_vae(params.model.vae, res)
-        with epoch_logger(f"{paths.live}/train_vae") as (live, log_epoch):
+        logger = epoch_logger(f"{paths.live}/train_vae", enabled=is_main_process())
+        with logger as (live, log_epoch):
             result = train_vae(vae, train_x, val_x, cfg, f"{paths.checkpoints}/vae.pt", log_epoch)
             live.log_metric("best_epoch", result.best_epoch, plot=False)
             live.log_metric(
                 "val_psnr", result.history[result.best_epoch - 1]["val_psnr"], plot=False
             )
+        if not is_main_process():  # under `accelerate launch`, one process writes
+            return
         plot_training_curves(result.history, figure)
         log.info("latent scaling factor %.4f", set_latent_scale(vae, train_x))
     with atomic_path(paths.vae) as tmp:

@@ -1,6 +1,7 @@
 """train_classifier as two DDP processes over gloo (accelerate) against one process."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -70,3 +71,23 @@ def test_two_ddp_processes_train_and_write_what_one_process_writes(workdir):  # 
     moved = [float((w1[k] - w2[k]).abs().max()) for k in w1 if w1[k].is_floating_point()]
     assert max(moved) > 0  # really a different run, not a copy
     assert not (root / paths["checkpoint"]).exists()  # removed once, by the main process
+
+
+def test_the_other_trainers_keep_their_replicas_in_sync(tmp_path):
+    """Segmenter, CLIP, captioner and LoRA as 2 processes: each trains on half of every
+    batch, the averaged gradients keep both copies of the weights identical, and the
+    losses (averaged over the processes) are finite and fall."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])
+    out = tmp_path / "ddp.json"
+    cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+           str(REPO / "tests" / "ddp_worker.py"), str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report.pop("processes") == 2
+    assert report.keys() == {"segmenter", "clip", "captioner", "lora"}
+    for name, run in report.items():
+        assert run["spread"] == 0.0, name  # every update identical in both processes
+        losses = run["losses"]
+        assert all(map(math.isfinite, losses)) and min(losses[1:]) < losses[0], (name, losses)

@@ -29,7 +29,7 @@ from cxrlab.models.captioner import (
 )
 from cxrlab.training.augment import AugmentConfig, augment_batch
 from cxrlab.training.checkpoint import fingerprint
-from cxrlab.training.distributed import device
+from cxrlab.training.distributed import device, mean_over_processes, shard, sync_gradients
 from cxrlab.training.loop import TrainResult, fit, model_signature
 
 log = logging.getLogger(__name__)
@@ -165,18 +165,21 @@ def train_captioner(
         total = 0.0
         for i in tqdm(range(steps), desc=f"epoch {epoch + 1}", leave=False):
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            x = augment_batch(x_train[idx], cfg.augment, gen).to(device())
+            part = shard(len(idx))  # this process's share of the batch
+            x = augment_batch(x_train[idx], cfg.augment, gen)[part].to(device())
+            idx = idx[part]
             loss, image = caption_forward(captioner, x, [texts[j] for j in idx])
             if targets is not None:
                 pred = torch.nn.functional.normalize(model.align_head(image), dim=-1)
                 loss = loss + cfg.align_weight * (1 - (pred * targets[idx]).sum(-1)).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            sync_gradients(trainable)
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             scheduler.step()
             total += loss.item()
-        return total / steps
+        return mean_over_processes(total / steps, 1.0)
 
     scorer = CaptionScorer(meteor=False)
 

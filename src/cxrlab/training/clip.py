@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from cxrlab.errors import ConfigError
 from cxrlab.models.clip import ClipBundle
 from cxrlab.training.augment import AugmentConfig, augment_batch
-from cxrlab.training.distributed import device
+from cxrlab.training.distributed import device, mean_over_processes, shard, sync_gradients
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def train_clip(
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         order = torch.randperm(len(y), generator=gen)
-        total = 0.0
+        total, count = 0.0, 0
         for i in tqdm(range(0, len(y), cfg.batch_size), desc=f"epoch {epoch + 1}", leave=False):
             idx = order[i : i + cfg.batch_size]
             yb = y[idx]
@@ -126,23 +126,29 @@ def train_clip(
                     for k in yb.tolist()
                 ]
             )
-            xb = augment_batch(x[idx], cfg.augment, gen).to(device())
+            part = shard(len(idx))  # this process's share of the batch
+            xb = augment_batch(x[idx], cfg.augment, gen)[part].to(device())
             image_emb = model.encode_image(xb, normalize=True)
             text_all = model.encode_text(tokens, normalize=True)
             loss = label_aware_clip_loss(
-                image_emb, text_all[pick.to(device())], yb.to(device()), model.logit_scale.exp()
+                image_emb,
+                text_all[pick[part].to(device())],
+                yb[part].to(device()),
+                model.logit_scale.exp(),
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            sync_gradients(model.parameters())
             optimizer.step()
             scheduler.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, np.log(100))
-            total += loss.item() * len(idx)
+            total += loss.item() * len(xb)
+            count += len(xb)
         history.append(
             {
                 "epoch": epoch + 1,
-                "loss": total / len(y),
+                "loss": mean_over_processes(total / count, count),
                 "logit_scale": model.logit_scale.exp().item(),
             }
         )

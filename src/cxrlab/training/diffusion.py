@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from cxrlab.errors import ConfigError
 from cxrlab.models.diffusion import LORA_TARGETS, add_lora
 from cxrlab.training.checkpoint import fingerprint
-from cxrlab.training.distributed import device
+from cxrlab.training.distributed import device, mean_over_processes, shard, sync_gradients
 from cxrlab.training.loop import TrainResult, fit, make_optimizer, model_signature
 
 OnEpoch = Callable[[dict[str, float]], None] | None
@@ -397,16 +397,17 @@ def _train_block(model, optimizer, scheduler, loss_fn, n, cfg, steps, block, aft
     bar = tqdm(_batches(n, cfg.batch_size, steps, gen), total=steps, desc=f"block {block + 1}",
                leave=False)  # fmt: skip
     for idx in bar:
-        loss = loss_fn(idx, gen)
+        loss = loss_fn(idx[shard(len(idx))], gen)  # this process's share of the batch
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        sync_gradients(model.parameters())
         optimizer.step()
         scheduler.step()
         if after_step:
             after_step()
         total += loss.item()
         bar.set_postfix(loss=f"{loss.item():.4f}")
-    return total / steps
+    return mean_over_processes(total / steps, 1.0)
 
 
 def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Iterator[torch.Tensor]:

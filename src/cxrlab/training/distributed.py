@@ -13,8 +13,8 @@ they hand the model back on the CPU.
 
 (on a machine without a GPU the processes talk over gloo), each process trains on its
 share of every batch and DDP averages the gradients, so one optimiser step still sees the
-whole batch. Only the main process writes files. So far only the classifier trainer
-shards its batches over processes.
+whole batch. Only the main process writes files. The classifier wraps its model in DDP;
+the other trainers average their gradients with :func:`sync_gradients`.
 """
 
 from __future__ import annotations
@@ -94,6 +94,22 @@ def shard(n: int) -> slice:
     """This process's rows of a batch of ``n``: every ``num_processes``-th from its rank."""
     acc = accelerator()
     return slice(acc.process_index, n, acc.num_processes)
+
+
+def sync_gradients(params) -> None:
+    """Average the gradients of ``params`` over the processes, as DDP does after backward.
+
+    Trainers that shard their batches call it between ``backward()`` and the optimiser
+    step, so the replicas stay identical without wrapping the model (which would hide
+    peft's and diffusers' methods). A no-op for a single process.
+    """
+    acc = accelerator()
+    if acc.num_processes == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = acc.reduce(torch.cat([g.reshape(-1) for g in grads]), "mean")
+    for grad, mean in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        grad.copy_(mean.view_as(grad))
 
 
 def mean_over_processes(value: float, weight: float) -> float:

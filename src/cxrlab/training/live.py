@@ -11,6 +11,9 @@ from dvclive import Live
 class _Silent:
     """Stands in for dvclive's Live in processes that do not write (multi-process runs)."""
 
+    def __init__(self) -> None:
+        self.summary: dict = {}  # filled and dropped
+
     def log_metric(self, *args, **kwargs) -> None:
         """Log nothing."""
 

@@ -20,7 +20,7 @@ from cxrlab.evaluation.segmentation import dice_score
 from cxrlab.models.segmenter import predict_logits
 from cxrlab.training.augment import AugmentConfig, augment_pair
 from cxrlab.training.checkpoint import fingerprint
-from cxrlab.training.distributed import device
+from cxrlab.training.distributed import device, mean_over_processes, shard, sync_gradients
 from cxrlab.training.loop import TrainResult, fit, make_optimizer, model_signature
 
 log = logging.getLogger(__name__)
@@ -113,22 +113,25 @@ def train_segmenter(
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         order = torch.randperm(len(x_train), generator=gen)
-        total = 0.0
+        total, count = 0.0, 0
         for i in tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}", leave=False):
             idx = order[i : i + cfg.batch_size]
             xb, yb = augment_pair(x_train[idx], y_train[idx], cfg.augment, gen)
+            part = shard(len(idx))  # this process's share of the batch
             loss = segmentation_loss(
-                model(xb.to(device()).contiguous(memory_format=memory_format))[:, 0],
-                yb[:, 0].to(device()),
+                model(xb[part].to(device()).contiguous(memory_format=memory_format))[:, 0],
+                yb[part][:, 0].to(device()),
                 cfg.dice_weight,
                 cfg.bce_weight,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            sync_gradients(model.parameters())
             optimizer.step()
             scheduler.step()
-            total += loss.item() * len(idx)
-        return total / len(order)
+            total += loss.item() * len(xb[part])
+            count += len(xb[part])
+        return mean_over_processes(total / count, count)
 
     def validate() -> dict[str, float]:
         logits = predict_logits(model, val[0])
