@@ -31,7 +31,7 @@ def main() -> None:
     seed_everything(cfg.seed)
     pairs, images = load_caption_data(paths.data)
     captioner = build_captioner(params.model)
-    with epoch_logger(paths.live, enabled=is_main_process()) as (live, log_epoch):
+    with epoch_logger(paths.live) as (live, log_epoch):
         result = train_captioner(
             captioner, split_of(pairs, images, "train"), split_of(pairs, images, "val"), cfg,
             f"{paths.checkpoints}/captioner.pt", log_epoch,

@@ -37,7 +37,7 @@ def main() -> None:
     )
     model = build_classifier(params.model)
 
-    with epoch_logger(paths.train_live, enabled=is_main_process()) as (live, log_epoch):
+    with epoch_logger(paths.train_live) as (live, log_epoch):
         result = train_classifier(
             model, splits["train"], splits["val"], cfg, paths.checkpoint, log_epoch
         )

@@ -49,8 +49,7 @@ def main() -> None:
         log.info(
             "training the UNet on %d latents %s", len(latents["train"]), latents["train"].shape[1:]
         )
-        logger = epoch_logger(f"{paths.live}/train_diffusion_base", enabled=is_main_process())
-        with logger as (_, log_epoch):
+        with epoch_logger(f"{paths.live}/train_diffusion_base") as (_, log_epoch):
             result, ema = train_base_unet(
                 pipe.unet, pipe.scheduler, latents["train"], latents["val"], cond["train"],
                 cond["val"], cfg, f"{paths.checkpoints}/base.pt", log_epoch,

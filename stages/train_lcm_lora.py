@@ -43,7 +43,7 @@ def main() -> None:
     prompt = params.base_train.prompt
     cond = {s: make_conditioning(pipe, [prompt] * len(z)) for s, z in latents.items()}
     log.info("distilling for %d steps (LoRA rank %d)", cfg.steps, cfg.rank)
-    with epoch_logger(f"{paths.live}/train_lcm_lora", enabled=is_main_process()) as (_, log_epoch):
+    with epoch_logger(f"{paths.live}/train_lcm_lora") as (_, log_epoch):
         result = distill_lcm(
             pipe.unet, pipe.scheduler, latents["train"], latents["val"], cond["train"],
             cond["val"], cfg, f"{paths.checkpoints}/lcm.pt", log_epoch,

@@ -39,7 +39,7 @@ def main() -> None:
         "LoRA rank %d, %d steps on %d images, prompts: %s",
         cfg.rank, cfg.steps, len(images), sorted(set(texts)),
     )  # fmt: skip
-    with epoch_logger(f"{paths.live}/train_lora", enabled=is_main_process()) as (_, log_epoch):
+    with epoch_logger(f"{paths.live}/train_lora") as (_, log_epoch):
         result = train_lora(
             pipe.unet, pipe.scheduler, latents, cond, cfg, f"{paths.checkpoints}/lora.pt", log_epoch
         )

@@ -35,7 +35,7 @@ def main() -> None:
     counts = {name: len(images) for name, (images, _) in splits.items()}
     log.info("train %d, val %d images at %d px", counts["train"], counts["val"], size)
     model = build_segmenter(params.model)
-    with epoch_logger(paths.train_live, enabled=is_main_process()) as (live, log_epoch):
+    with epoch_logger(paths.train_live) as (live, log_epoch):
         result = train_segmenter(
             model, splits["train"], splits["val"], cfg, paths.checkpoint, log_epoch
         )

@@ -43,8 +43,7 @@ def main() -> None:
         train_x, val_x = to_rgb(splits["train"].images, res), to_rgb(splits["val"].images, res)
         log.info("training the VAE on %d images at %d px", len(train_x), res)
         vae = build_vae(params.model.vae, res)
-        logger = epoch_logger(f"{paths.live}/train_vae", enabled=is_main_process())
-        with logger as (live, log_epoch):
+        with epoch_logger(f"{paths.live}/train_vae") as (live, log_epoch):
             result = train_vae(vae, train_x, val_x, cfg, f"{paths.checkpoints}/vae.pt", log_epoch)
             live.log_metric("best_epoch", result.best_epoch, plot=False)
             live.log_metric(

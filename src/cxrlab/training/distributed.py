@@ -117,5 +117,6 @@ def mean_over_processes(value: float, weight: float) -> float:
     acc = accelerator()
     if acc.num_processes == 1:
         return value
-    totals = acc.reduce(torch.tensor([value * weight, weight], device=acc.device), "sum")
+    pair = torch.tensor([value * weight, weight], dtype=torch.float64, device=acc.device)
+    totals = acc.reduce(pair, "sum")
     return float(totals[0] / totals[1])

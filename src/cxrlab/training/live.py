@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 
 from dvclive import Live
 
+from cxrlab.training.distributed import is_main_process
+
 
 class _Silent:
     """Stands in for dvclive's Live in processes that do not write (multi-process runs)."""
@@ -19,16 +21,14 @@ class _Silent:
 
 
 @contextlib.contextmanager
-def epoch_logger(
-    directory: str, enabled: bool = True
-) -> Iterator[tuple[Live, Callable[[dict], None]]]:
+def epoch_logger(directory: str) -> Iterator[tuple[Live, Callable[[dict], None]]]:
     """Open a dvclive run in ``directory`` and yield it with a per-epoch row logger.
 
     The logger writes each key of an epoch row (``train_loss`` becomes
     ``train/loss``, ``val_dice`` becomes ``val/dice``) and advances the step.
-    With ``enabled`` false (a process other than the main one) nothing is written.
+    In a process other than the main one (``accelerate launch``) nothing is written.
     """
-    if not enabled:
+    if not is_main_process():
         yield _Silent(), lambda row: None
         return
     with Live(dir=directory, dvcyaml=False, save_dvc_exp=False) as live:

@@ -118,9 +118,10 @@ def train_segmenter(
             idx = order[i : i + cfg.batch_size]
             xb, yb = augment_pair(x_train[idx], y_train[idx], cfg.augment, gen)
             part = shard(len(idx))  # this process's share of the batch
+            xb, yb = xb[part].to(device()), yb[part].to(device())
             loss = segmentation_loss(
-                model(xb[part].to(device()).contiguous(memory_format=memory_format))[:, 0],
-                yb[part][:, 0].to(device()),
+                model(xb.contiguous(memory_format=memory_format))[:, 0],
+                yb[:, 0],
                 cfg.dice_weight,
                 cfg.bce_weight,
             )
@@ -129,8 +130,8 @@ def train_segmenter(
             sync_gradients(model.parameters())
             optimizer.step()
             scheduler.step()
-            total += loss.item() * len(xb[part])
-            count += len(xb[part])
+            total += loss.item() * len(xb)
+            count += len(xb)
         return mean_over_processes(total / count, count)
 
     def validate() -> dict[str, float]:
