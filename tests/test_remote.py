@@ -5,10 +5,12 @@ points the `storage` remote at moto through `.dvc/config.local`, as a team membe
 The full-pipeline push, clone and pull is in test_e2e.py.
 """
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -44,7 +46,7 @@ def make_repo(root: Path, env: dict, endpoint: str, bucket: str, files: int = 3)
 
 def test_project_remote_verifies_pulls_and_bounds_timeouts():
     config = (REPO / ".dvc" / "config").read_text()
-    for line in ("remote = storage", "verify = true", "connect_timeout = 3", "read_timeout = 3"):
+    for line in ("remote = storage", "verify = true", "connect_timeout = 2", "read_timeout = 2"):
         assert line in config
     assert "access_key" not in config and "secret" not in config  # credentials: env only
 
@@ -107,6 +109,7 @@ def test_a_dead_endpoint_fails_fast_with_a_clear_message(s3_server, tmp_path, at
     BENCHMARKS.md records the time; the bound here only catches a hang.
     """
     env = dict(s3_server.env)
+    env.pop("AWS_MAX_ATTEMPTS", None)
     if attempts:
         env["AWS_MAX_ATTEMPTS"] = attempts
     root = make_repo(tmp_path / "a", env, s3_server.endpoint, "unused")
@@ -120,4 +123,49 @@ def test_a_dead_endpoint_fails_fast_with_a_clear_message(s3_server, tmp_path, at
     print(f"dead endpoint, AWS_MAX_ATTEMPTS={attempts}: failed after {seconds:.1f} s")
     assert proc.returncode != 0
     assert f'Could not connect to the endpoint URL: "{dead}/' in proc.stderr
+    assert seconds < 60
+
+
+@contextlib.contextmanager
+def hung_endpoint():
+    """A server that accepts connections and never answers; yields (url, accepted count)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    accepted: list[socket.socket] = []
+
+    def accept():
+        while True:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:  # closed at the end
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", accepted
+    finally:
+        server.close()
+        for conn in accepted:
+            conn.close()
+
+
+def test_a_hung_endpoint_fails_after_the_read_timeouts(s3_server, tmp_path):
+    """With AWS_MAX_ATTEMPTS=1 (README) only s3fs retries: 5 tries of 2 s each.
+
+    Botocore's default retries would multiply the tries (about 25, 100 s). `dvc pull`
+    asks up to 4 times (BENCHMARKS.md), too slow to repeat here.
+    """
+    env = {**s3_server.env, "AWS_MAX_ATTEMPTS": "1"}
+    root = make_repo(tmp_path / "a", env, s3_server.endpoint, "unused")
+    with hung_endpoint() as (url, accepted):
+        dvc(root, env, "remote", "modify", "--local", "storage", "endpointurl", url)
+        start = time.monotonic()
+        proc = dvc(root, env, "push", check=False)
+        seconds = time.monotonic() - start
+        tries = len(accepted)
+    print(f"hung endpoint, dvc push: failed after {seconds:.1f} s, {tries} connections")
+    assert proc.returncode != 0
+    assert f'Read timeout on endpoint URL: "{url}/' in proc.stderr
+    assert 1 <= tries <= 5
     assert seconds < 60
