@@ -116,6 +116,29 @@ def test_dice_iou_and_hd95_on_a_hand_made_case():
     assert hd95(np.zeros_like(pred), target) == float("inf")
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_hd95_equals_the_whole_image_distance_transform(seed):
+    """hd95 works on the masks' bounding box; random blobs, some touching the border."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    blobs = ndimage.gaussian_filter(rng.random((2, 120, 90)), sigma=(0, 6, 6))
+    pred, lung = blobs[0] > np.quantile(blobs[0], 0.6), blobs[1] > np.quantile(blobs[1], 0.6)
+    pred[: rng.integers(0, 30)] = False  # a band of empty rows above the prediction
+    target = lung.astype(np.uint8)
+    target[-5:, :10] = IGNORE
+    valid, lung = target != IGNORE, target == 1
+    pred_v = pred & valid
+    surface = [m & ~ndimage.binary_erosion(m, border_value=0) for m in (pred_v, lung)]
+    whole = np.concatenate(
+        [
+            ndimage.distance_transform_edt(~surface[1])[surface[0]],
+            ndimage.distance_transform_edt(~surface[0])[surface[1]],
+        ]
+    )
+    assert hd95(pred, target) == np.percentile(whole, 95)
+
+
 def test_the_ignore_region_is_left_out_of_metrics_and_loss():
     target = np.zeros((1, 8, 8), np.uint8)
     target[0, 2:6, 2:6] = 1

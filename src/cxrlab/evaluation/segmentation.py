@@ -57,7 +57,12 @@ def hd95(pred: np.ndarray, target: np.ndarray, spacing: float = 1.0) -> float:
         return 0.0
     if not pred.any() or not lung.any():
         return float("inf")
-    sp, sl = _surface(pred), _surface(lung)
+    # Distance transforms of the two masks' bounding box only: the same distances as on
+    # the whole image, about twice as fast at full size. (scipy's cKDTree would be faster
+    # but crashes under torch.set_flush_denormal, which seed_everything turns on.)
+    rows, cols = np.nonzero(pred | lung)
+    box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+    sp, sl = _surface(pred[box]), _surface(lung[box])
     to_lung = ndimage.distance_transform_edt(~sl)[sp]
     to_pred = ndimage.distance_transform_edt(~sp)[sl]
     return float(np.percentile(np.concatenate([to_lung, to_pred]), 95) * spacing)
