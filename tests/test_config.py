@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -6,7 +8,7 @@ import yaml
 
 from cxrlab.config import from_dict, load_params
 from cxrlab.errors import ConfigError
-from cxrlab.params import SECTIONS, apply_profile, load_section
+from cxrlab.params import SECTIONS, apply_profile, load_section, parse_section
 from tests.conftest import REPO
 
 
@@ -53,6 +55,31 @@ def test_every_section_of_the_repo_params_loads():
     for name in SECTIONS:
         assert name in params
         load_section(name, REPO / "params.yaml")
+
+
+def test_sections_without_a_model_load_without_torch():
+    """fetch, cohort and report stages start in well under a second, not after torch."""
+    code = (
+        "import sys; from cxrlab.params import load_section\n"
+        "for name in ('fetch', 'cohort', 'report'): load_section(name)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_model_config_left_out_takes_its_defaults():
+    params = load_params(REPO / "params.yaml")
+    captioning = {k: v for k, v in params["captioning"].items() if k not in ("model", "train")}
+    loaded = parse_section({**params, "captioning": captioning}, "captioning")
+    from cxrlab.models.captioner import CaptionerConfig
+    from cxrlab.training.captioner import CaptionTrainConfig
+
+    assert loaded.model == CaptionerConfig() and loaded.train == CaptionTrainConfig()
+    with pytest.raises(ConfigError, match="unknown param 'lora.stepz'"):
+        parse_section({**params, "lora": {**params["lora"], "stepz": 1}}, "lora")
 
 
 def gpu_params(tmp_path):

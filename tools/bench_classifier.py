@@ -18,7 +18,7 @@ from cxrlab.data.pneumoniamnist import load_pneumoniamnist
 from cxrlab.data.transforms import to_tensor
 from cxrlab.evaluation.classification import binary_metrics
 from cxrlab.models.classifier import build_classifier, predict_proba
-from cxrlab.params import SECTIONS, apply_profile, section
+from cxrlab.params import parse_section
 from cxrlab.training.classifier import train_classifier
 from cxrlab.training.distributed import use_device
 from cxrlab.utils import seed_everything, setup_logging
@@ -36,9 +36,7 @@ def main() -> None:
     raw = load_params("params.yaml")
     use_device(args.device)
     for profile in args.profiles:
-        params = section(
-            apply_profile({**raw, "profile": profile}), "classifier", SECTIONS["classifier"]
-        )
+        params = parse_section({**raw, "profile": profile}, "classifier")
         seed_everything(params.train.seed)
         model = build_classifier(params.model)
         if torch.cuda.is_available():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,13 +47,16 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     return params
 
 
-def section(params: dict[str, Any], name: str, cls: type[T]) -> T:
+def section(
+    params: dict[str, Any], name: str, cls: type[T], names: Mapping[str, Any] | None = None
+) -> T:
     """Build the dataclass ``cls`` from the section ``name`` of ``params``.
 
     Args:
         params: The whole params mapping.
         name: The section's key, e.g. ``"classifier"``.
         cls: The dataclass describing the section.
+        names: Extra names for its type hints (see :func:`from_dict`).
 
     Returns:
         An instance of ``cls``.
@@ -62,16 +66,20 @@ def section(params: dict[str, Any], name: str, cls: type[T]) -> T:
     """
     if name not in params:
         raise ConfigError(f"params.yaml has no '{name}' section.")
-    return from_dict(cls, params[name], where=name)
+    return from_dict(cls, params[name], where=name, names=names)
 
 
-def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+def from_dict(
+    cls: type[T], data: Any, where: str = "", names: Mapping[str, Any] | None = None
+) -> T:
     """Recursively build dataclass ``cls`` from a mapping, rejecting unknown keys.
 
     Args:
         cls: A dataclass type; nested dataclass fields are built recursively.
         data: The mapping to read.
         where: The dotted path of ``data`` in params, used in error messages.
+        names: Looked up before the module's globals when resolving type hints, so a
+            module can name a class it imports only when needed (``cxrlab.params``).
 
     Returns:
         An instance of ``cls``.
@@ -81,7 +89,7 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     """
     if not isinstance(data, dict):
         raise ConfigError(f"param '{where}' must be a mapping, got {data!r}.")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, localns=names)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -91,7 +99,7 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         )
     kwargs = {}
     for key, value in data.items():
-        kwargs[key] = _coerce(hints[key], value, _join(where, key))
+        kwargs[key] = _coerce(hints[key], value, _join(where, key), names)
     try:
         return cls(**kwargs)
     except TypeError as exc:
@@ -109,11 +117,11 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
+def _coerce(hint: Any, value: Any, where: str, names: Mapping[str, Any] | None = None) -> Any:
     """Check ``value`` against a type hint, building nested dataclasses."""
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)
+        return from_dict(hint, value, where, names)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
@@ -122,7 +130,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(option, value, where)
+                return _coerce(option, value, where, names)
             except ConfigError:
                 continue
         raise ConfigError(f"param '{where}' = {value!r} is not of type {_name(hint)}.")
@@ -130,13 +138,13 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"param '{where}' must be a list, got {value!r}.")
         (item,) = typing.get_args(hint)[:1] or (Any,)
-        items = [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [_coerce(item, v, f"{where}[{i}]", names) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"param '{where}' must be a mapping, got {value!r}.")
         value_hint = (typing.get_args(hint) or (Any, Any))[1]
-        return {k: _coerce(value_hint, v, _join(where, str(k))) for k, v in value.items()}
+        return {k: _coerce(value_hint, v, _join(where, str(k)), names) for k, v in value.items()}
     if origin is typing.Literal:
         if value not in typing.get_args(hint):
             choices = ", ".join(repr(a) for a in typing.get_args(hint))

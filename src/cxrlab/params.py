@@ -6,32 +6,71 @@ with ``dvc exp run -S``) stops the stage with the key's dotted name.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from cxrlab.config import PARAMS_FILE, load_params, section
 from cxrlab.data.captions import CaptionDataConfig
 from cxrlab.data.lungseg import PrepareConfig
 from cxrlab.errors import ConfigError
 from cxrlab.evaluation.concepts import MapperConfig
-from cxrlab.models.captioner import CaptionerConfig
-from cxrlab.models.classifier import ClassifierConfig
-from cxrlab.models.clip import ClipArchConfig
-from cxrlab.models.diffusion import DiffusionConfig
-from cxrlab.models.segmenter import SegmenterConfig
-from cxrlab.training.captioner import CaptionTrainConfig
-from cxrlab.training.classifier import TrainConfig
-from cxrlab.training.clip import ClipTrainConfig
-from cxrlab.training.diffusion import (
-    BaseTrainConfig,
-    LcmTrainConfig,
-    LoraTrainConfig,
-    VaeTrainConfig,
-)
-from cxrlab.training.segmenter import SegTrainConfig
+
+if TYPE_CHECKING:
+    from cxrlab.models.captioner import CaptionerConfig
+    from cxrlab.models.classifier import ClassifierConfig
+    from cxrlab.models.clip import ClipArchConfig
+    from cxrlab.models.diffusion import DiffusionConfig
+    from cxrlab.models.segmenter import SegmenterConfig
+    from cxrlab.training.captioner import CaptionTrainConfig
+    from cxrlab.training.classifier import TrainConfig
+    from cxrlab.training.clip import ClipTrainConfig
+    from cxrlab.training.diffusion import (
+        BaseTrainConfig,
+        LcmTrainConfig,
+        VaeTrainConfig,
+    )
+    from cxrlab.training.segmenter import SegTrainConfig
 
 T = TypeVar("T")
+
+# The model and trainer configs live next to code that imports torch, transformers and
+# diffusers (seconds). They are imported when a section that names them is loaded, so a
+# stage without a model (fetch, cohort, captions text, report) starts without them.
+_CONFIG_MODULES = {
+    "CaptionerConfig": "cxrlab.models.captioner",
+    "ClassifierConfig": "cxrlab.models.classifier",
+    "ClipArchConfig": "cxrlab.models.clip",
+    "DiffusionConfig": "cxrlab.models.diffusion",
+    "SegmenterConfig": "cxrlab.models.segmenter",
+    "CaptionTrainConfig": "cxrlab.training.captioner",
+    "TrainConfig": "cxrlab.training.classifier",
+    "ClipTrainConfig": "cxrlab.training.clip",
+    "BaseTrainConfig": "cxrlab.training.diffusion",
+    "LcmTrainConfig": "cxrlab.training.diffusion",
+    "LoraTrainConfig": "cxrlab.training.diffusion",
+    "VaeTrainConfig": "cxrlab.training.diffusion",
+    "SegTrainConfig": "cxrlab.training.segmenter",
+}
+
+
+class _Configs(dict):
+    """Config classes by name, each imported on first lookup (type hints, defaults)."""
+
+    def __missing__(self, name: str) -> type:
+        if name not in _CONFIG_MODULES:
+            raise KeyError(name)
+        cls = self[name] = getattr(importlib.import_module(_CONFIG_MODULES[name]), name)
+        return cls
+
+
+CONFIGS = _Configs()
+
+
+def _default(name: str):
+    """``default_factory`` for a config imported on first use."""
+    return lambda: CONFIGS[name]()
 
 
 @dataclass(frozen=True)
@@ -80,8 +119,8 @@ class ClassifierParams:
     """``classifier``: the PneumoniaMNIST classifier's stages."""
 
     paths: ClassifierPaths
-    model: ClassifierConfig = field(default_factory=ClassifierConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ClassifierConfig = field(default_factory=_default("ClassifierConfig"))
+    train: TrainConfig = field(default_factory=_default("TrainConfig"))
     eval: ClassifierEval = field(default_factory=ClassifierEval)
     retrieval: ClassifierRetrieval = field(default_factory=ClassifierRetrieval)
 
@@ -127,8 +166,8 @@ class ClipParams:
 
     paths: ClipPaths
     model_id: str
-    arch: ClipArchConfig = field(default_factory=ClipArchConfig)
-    train: ClipTrainConfig = field(default_factory=ClipTrainConfig)
+    arch: ClipArchConfig = field(default_factory=_default("ClipArchConfig"))
+    train: ClipTrainConfig = field(default_factory=_default("ClipTrainConfig"))
     label: ClipLabel = field(default_factory=ClipLabel)
     subset: ClipSubset = field(default_factory=ClipSubset)
 
@@ -174,8 +213,8 @@ class SegmentationParams:
 
     paths: SegmentationPaths
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
-    model: SegmenterConfig = field(default_factory=SegmenterConfig)
-    train: SegTrainConfig = field(default_factory=SegTrainConfig)
+    model: SegmenterConfig = field(default_factory=_default("SegmenterConfig"))
+    train: SegTrainConfig = field(default_factory=_default("SegTrainConfig"))
     eval: SegmentationEval = field(default_factory=SegmentationEval)
 
 
@@ -251,10 +290,10 @@ class DiffusionParams:
 
     paths: DiffusionPaths
     pretrained: str | None = None
-    model: DiffusionConfig = field(default_factory=DiffusionConfig)
-    vae_train: VaeTrainConfig = field(default_factory=VaeTrainConfig)
-    base_train: BaseTrainConfig = field(default_factory=BaseTrainConfig)
-    lcm: LcmTrainConfig = field(default_factory=LcmTrainConfig)
+    model: DiffusionConfig = field(default_factory=_default("DiffusionConfig"))
+    vae_train: VaeTrainConfig = field(default_factory=_default("VaeTrainConfig"))
+    base_train: BaseTrainConfig = field(default_factory=_default("BaseTrainConfig"))
+    lcm: LcmTrainConfig = field(default_factory=_default("LcmTrainConfig"))
     generate: GenerateParams = field(default_factory=GenerateParams)
 
 
@@ -302,8 +341,8 @@ class CaptioningParams:
 
     paths: CaptioningPaths
     prepare: CaptionDataConfig = field(default_factory=CaptionDataConfig)
-    model: CaptionerConfig = field(default_factory=CaptionerConfig)
-    train: CaptionTrainConfig = field(default_factory=CaptionTrainConfig)
+    model: CaptionerConfig = field(default_factory=_default("CaptionerConfig"))
+    train: CaptionTrainConfig = field(default_factory=_default("CaptionTrainConfig"))
     decode: DecodeParams = field(default_factory=DecodeParams)
     concepts: MapperConfig = field(default_factory=MapperConfig)
     evaluate: CaptionEvalParams = field(default_factory=CaptionEvalParams)
@@ -327,14 +366,14 @@ class ReportParams:
     title: str = "cxrlab pipeline report"
 
 
-SECTIONS = {
+SECTIONS: dict[str, type | str] = {  # a str names a class in CONFIGS
     "fetch": FetchParams,
     "classifier": ClassifierParams,
     "clip": ClipParams,
     "segmentation": SegmentationParams,
     "cohort": CohortParams,
     "diffusion": DiffusionParams,
-    "lora": LoraTrainConfig,
+    "lora": "LoraTrainConfig",  # the section is the trainer config itself
     "captioning": CaptioningParams,
     "report": ReportParams,
 }
@@ -393,9 +432,16 @@ def load_device(path: str | Path = PARAMS_FILE) -> str:
     return str(apply_profile(load_params(path)).get("device", "cpu"))
 
 
+def parse_section(params: dict[str, Any], name: str) -> Any:
+    """Check one section (a key of SECTIONS) of a params mapping, profile applied."""
+    cls = SECTIONS[name]
+    cls = CONFIGS[cls] if isinstance(cls, str) else cls
+    return section(apply_profile(params), name, cls, names=CONFIGS)
+
+
 def load_section(name: str, path: str | Path = PARAMS_FILE) -> T:
     """Load and check one section of params.yaml by its name (a key of SECTIONS).
 
     The active profile's overrides (see :func:`apply_profile`) are applied first.
     """
-    return section(apply_profile(load_params(path)), name, SECTIONS[name])
+    return parse_section(load_params(path), name)

@@ -35,11 +35,15 @@ def setup_logging(level: int = logging.INFO) -> None:
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's ``main`` on params.yaml's device; a CxrlabError becomes one line, exit 1."""
     from cxrlab.params import load_device
-    from cxrlab.training.distributed import use_device
 
     setup_logging()
     try:
-        use_device(load_device())
+        device = load_device()
+        # cpu is the default of a fresh process: a stage without a model never loads torch.
+        if device != "cpu" or "cxrlab.training.distributed" in sys.modules:
+            from cxrlab.training.distributed import use_device
+
+            use_device(device)
         main()
     except CxrlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
