@@ -36,6 +36,7 @@ from cxrlab.models.captioner import (
     TextConfig,
     VisionConfig,
     build_captioner,
+    caption_forward,
     encode_captions,
     generate_captions,
     load_captioner,
@@ -190,6 +191,26 @@ def test_tiny_captioner_learns_saves_and_reloads_to_identical_logits(family, tmp
     vocabulary = set(normalize_caption(" ".join(CAPTIONS)).split())
     for caption in out:
         assert len(caption.split()) >= 4 and set(normalize_caption(caption).split()) <= vocabulary
+
+
+@pytest.mark.parametrize("family", ["blip", "llava"])
+def test_caption_forward_returns_one_feature_vector_per_image(family):
+    """BLIP: the ViT's tokens pooled; LLaVA: the projected patch tokens the LM reads, pooled."""
+    torch.manual_seed(0)
+    captioner = build_captioner(tiny_cfg(family))
+    x = pixel_values(captioner, tiny_images(3))
+    captioner.model.eval()
+    with torch.no_grad():
+        loss, features = caption_forward(captioner, x, [CAPTIONS[0]] * 3)
+        if family == "blip":
+            tokens = captioner.model.vision_model(pixel_values=x).last_hidden_state
+        else:  # LLaVA's default strategy drops the CLS token, then projects into the LM
+            llava = captioner.model.model
+            hidden = llava.vision_tower(pixel_values=x, output_hidden_states=True)
+            tokens = llava.multi_modal_projector(hidden.hidden_states[-1][:, 1:])
+    width = TINY_VISION.hidden_size if family == "blip" else TINY_TEXT.hidden_size
+    assert loss.ndim == 0 and features.shape == (3, width)
+    assert torch.allclose(features, tokens.mean(dim=1), atol=1e-6)
 
 
 def test_llava_lora_trains_only_the_adapter_and_reloads_identically(tmp_path):

@@ -410,9 +410,31 @@ def caption_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The caption loss and the mean-pooled image features (N, D) the decoder attended to."""
     tokens = {k: v.to(pixels.device) for k, v in encode_captions(captioner, texts).items()}
-    out = captioner.model(pixel_values=pixels, **tokens)
-    image = out.image_embeds if captioner.cfg.family == "blip" else out.image_hidden_states
+    if captioner.cfg.family == "blip":
+        out = captioner.model(pixel_values=pixels, **tokens)
+        image = out.image_embeds
+    else:
+        # The projected image features as the LM receives them. Read off the projector
+        # itself: the output field that carried them (image_hidden_states) changed type
+        # in transformers 5.24 and changes meaning again later.
+        seen: list[torch.Tensor] = []
+        hook = _projector(captioner.model).register_forward_hook(
+            lambda _m, _i, output: seen.append(output)
+        )
+        try:
+            out = captioner.model(pixel_values=pixels, **tokens)
+        finally:
+            hook.remove()
+        image = torch.cat([s.reshape(-1, s.shape[-1]) for s in seen])
     return out.loss, image.reshape(len(pixels), -1, image.shape[-1]).mean(dim=1)
+
+
+def _projector(model: torch.nn.Module) -> torch.nn.Module:
+    """A LLaVA model's vision-to-text projector (wherever peft or transformers put it)."""
+    for name, module in model.named_modules():
+        if name.endswith("multi_modal_projector"):
+            return module
+    raise ConfigError("the llava model has no multi_modal_projector module.")
 
 
 @torch.no_grad()
