@@ -3,7 +3,8 @@
 Inputs:  every stage's metrics files and figures (listed in dvc.yaml), dvc.yaml itself,
          and all of params.yaml (the active profile applied).
 Outputs: ``report.paths.summary`` (every artifact path per stage, the params, the headline
-         metrics); ``report.paths.headline`` (the numbers to compare across experiments);
+         metrics, the Python and package versions the pipeline ran with);
+         ``report.paths.headline`` (the numbers to compare across experiments);
          ``report.paths.html`` (figures embedded, opens offline); ROC and confusion
          figures under ``report.paths.figures``.
 """
@@ -19,6 +20,7 @@ from cxrlab.params import apply_profile, load_section
 from cxrlab.reporting.figures import plot_confusion_matrices
 from cxrlab.reporting.html import Section, report_page
 from cxrlab.reporting.report import (
+    environment,
     figure_paths,
     headline_metrics,
     metrics_file,
@@ -52,7 +54,8 @@ def main() -> None:
     missing = [p for p in upstream if not Path(p).exists()]
     headline = headline_metrics(params)
     summary = {"profile": params["profile"], "headline": headline, "artifacts": outputs}
-    summary |= {"missing_artifacts": missing, "params": params}
+    env = environment()
+    summary |= {"environment": env, "missing_artifacts": missing, "params": params}
     write_json(cfg.paths.headline, headline)
     write_json(cfg.paths.summary, summary)
 
@@ -64,6 +67,9 @@ def main() -> None:
     groups |= {"Generation": ["generation"]}
     for name, keys in groups.items():
         sections[name].tables["Headline metrics"] = {k: headline[k] for k in keys}
+    versions = {name: {"version": v} for name, v in env["packages"].items()}
+    sections["Environment"] = Section(f"Environment (Python {env['python']})", {
+        "Package versions": versions}, [])  # fmt: skip
     intro = (
         f"Profile: {params['profile']}. {sum(map(len, outputs.values()))} artifacts from "
         f"{len(outputs)} stages; the JSON summary is at the end and in {cfg.paths.summary}."

@@ -9,7 +9,9 @@ HTML report shows, by the params path of the folder each stage writes them to.
 from __future__ import annotations
 
 import json
+import platform
 import re
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,25 @@ FIGURES = [
     ("Generation", "DDIM: base and LoRA", "diffusion.paths.figures", "ddim_grid.png"),
     ("Generation", "Scores", "diffusion.paths.figures", "scores.png"),
 ]
+
+
+# The packages whose versions decide the pipeline's numbers, recorded in every summary.
+PACKAGES = [
+    "torch", "torchvision", "transformers", "diffusers", "peft", "open_clip_torch",
+    "segmentation-models-pytorch", "timm", "accelerate", "dvc", "dvclive", "numpy",
+    "scikit-learn",
+]  # fmt: skip
+
+
+def environment(packages: list[str] = PACKAGES) -> dict[str, Any]:
+    """The Python version and the installed version of each of ``packages`` (None if absent)."""
+    versions: dict[str, str | None] = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": platform.python_version(), "packages": versions}
 
 
 def lookup(tree: dict[str, Any], dotted: str, where: str = "params") -> Any:
