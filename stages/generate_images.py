@@ -22,7 +22,7 @@ import numpy as np
 
 from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
 from cxrlab.errors import ConfigError
-from cxrlab.models.diffusion import load_variant, sample_images, use_sampler
+from cxrlab.models.diffusion import check_lora_record, load_variant, sample_images, use_sampler
 from cxrlab.params import load_section
 from cxrlab.reporting.generation import save_sample_grid
 from cxrlab.utils import atomic_path, run_stage, seed_everything
@@ -41,6 +41,7 @@ def main() -> None:
     missing = [c for c in CLASS_NAMES if not captions.get(c)]
     if missing:
         raise ConfigError(f"clip.subset.text has no caption for class '{missing[0]}'.")
+    check_lora_record(paths.lora)  # never sample from an adapter that diverged
     real = load_pneumoniamnist(paths.data)["test"]
     speed, out = {}, {}
     for sampler, sampling in cfg.samplers.items():

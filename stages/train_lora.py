@@ -5,9 +5,14 @@ the imagefolder ``export_clip_subset`` writes (PNG + ``metadata.jsonl`` with
 ``file_name`` and ``text``), with the class captions as prompts. Run longer with
 ``dvc exp run -S lora.steps=1000``.
 
-Inputs:  ``diffusion.paths.base``, ``diffusion.paths.subset``; params ``lora``,
-         ``diffusion.model.resolution``.
-Outputs: ``diffusion.paths.lora`` (``pytorch_lora_weights.safetensors``, diffusers format);
+Every ``lora.eval_every`` steps, the denoising loss on ``lora.val_per_class`` real val
+images per class (captioned with ``clip.subset.text``, fixed noise) picks the block
+kept, and stops a run that diverges with one line naming the step and what to change.
+
+Inputs:  ``diffusion.paths.base``, ``diffusion.paths.subset``, ``diffusion.paths.data``
+         (val images); params ``lora``, ``diffusion.model.resolution``, ``clip.subset.text``.
+Outputs: ``diffusion.paths.lora`` (``pytorch_lora_weights.safetensors``, diffusers format,
+         and ``cxrlab_lora.json``: the training record generate_images checks);
          ``<diffusion.paths.live>/train_lora``; ``<figures>/lora_training.png``.
 """
 
@@ -15,6 +20,7 @@ import logging
 from pathlib import Path
 
 from cxrlab.data.imagefolder import read_imagefolder
+from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
 from cxrlab.models.diffusion import encode_latents, load_pipeline, save_lora, to_rgb
 from cxrlab.params import load_section
 from cxrlab.reporting.figures import plot_training_curves
@@ -29,25 +35,29 @@ log = logging.getLogger("train_lora")
 def main() -> None:
     """Fine-tune the LoRA and save it."""
     params, cfg = load_section("diffusion"), load_section("lora")
-    paths = params.paths
+    captions, paths, res = load_section("clip").subset.text, params.paths, params.model.resolution
     seed_everything(cfg.seed)
     images, texts = read_imagefolder(paths.subset)
+    val = load_pneumoniamnist(paths.data)["val"].first_per_class(cfg.val_per_class)
     pipe = load_pipeline(paths.base)
-    latents = encode_latents(pipe.vae, to_rgb(images, params.model.resolution))
+    latents = encode_latents(pipe.vae, to_rgb(images, res))
     cond = make_conditioning(pipe, texts)
+    val_latents = encode_latents(pipe.vae, to_rgb(val.images, res))
+    val_cond = make_conditioning(pipe, [captions[CLASS_NAMES[y]] for y in val.labels])
     log.info(
         "LoRA rank %d, %d steps on %d images, prompts: %s",
         cfg.rank, cfg.steps, len(images), sorted(set(texts)),
     )  # fmt: skip
     with epoch_logger(f"{paths.live}/train_lora") as (_, log_epoch):
         result = train_lora(
-            pipe.unet, pipe.scheduler, latents, cond, cfg, f"{paths.checkpoints}/lora.pt", log_epoch
-        )
+            pipe.unet, pipe.scheduler, latents, cond, val_latents, val_cond, cfg,
+            f"{paths.checkpoints}/lora.pt", log_epoch,
+        )  # fmt: skip
     if not is_main_process():  # under `accelerate launch`, one process writes
         return
     plot_training_curves(result.history, Path(paths.figures) / "lora_training.png")
-    save_lora(pipe.unet, paths.lora)
-    log.info("saved %s", paths.lora)
+    save_lora(pipe.unet, paths.lora, result.record)
+    log.info("saved %s: %s", paths.lora, result.record)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cxrlab.models.classifier import ClassifierConfig
 from cxrlab.training.augment import AugmentConfig
 from cxrlab.training.classifier import TrainConfig
 
+torch.set_flush_denormal(True)  # as every stage does (seed_everything): tiny nets crawl without
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 

@@ -77,8 +77,8 @@ def lora():
     pipe = build_pipeline(TINY, seed=0)
     z = encode_latents(pipe.vae, to_rgb(images, 16))
     cond = make_conditioning(pipe, ["normal lungs", "pneumonia"] * 12)
-    cfg = LoraTrainConfig(steps=6, eval_every=2, batch_size=8)
-    result = train_lora(pipe.unet, pipe.scheduler, z, cond, cfg)
+    cfg = LoraTrainConfig(steps=6, eval_every=2, batch_size=8, lr=1e-2)
+    result = train_lora(pipe.unet, pipe.scheduler, z, cond, z[:8], cond, cfg)
     return pipe.unet, [row["train_loss"] for row in result.history]
 
 

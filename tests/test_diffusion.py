@@ -130,7 +130,8 @@ def test_lora_saves_and_reloads_to_identical_outputs(pipe, images, tmp_path):
     z = encode_latents(pipe.vae, to_rgb(images, 16))
     texts = ["normal lungs", "pneumonia"] * (len(z) // 2)
     cond = make_conditioning(pipe, texts)
-    result = train_lora(pipe.unet, pipe.scheduler, z, cond, LoraTrainConfig(steps=3, eval_every=2))
+    cfg = LoraTrainConfig(steps=3, eval_every=2, lr=1e-2)
+    result = train_lora(pipe.unet, pipe.scheduler, z, cond, z[:4], cond, cfg)
     assert [row["epoch"] for row in result.history] == [1, 2]  # blocks of 2 + 1 steps
     trainable = {n for n, p in pipe.unet.named_parameters() if p.requires_grad}
     assert trainable and all("lora" in n for n in trainable)
@@ -258,3 +259,79 @@ def test_imagefolder_round_trip_and_bad_input(tmp_path, images):
     broken("".join(json.dumps(r) + "\n" for r in rows), "small.png is")
     with pytest.raises(DataError, match="export_clip_subset"):
         read_imagefolder(tmp_path / "nowhere")
+
+
+def test_lr_schedule_warms_up_then_decays():
+    from cxrlab.training.loop import lr_factor
+
+    cosine = [lr_factor(s, warmup=4, total=20, cosine=True) for s in range(20)]
+    assert cosine[:4] == [0.25, 0.5, 0.75, 1.0] and cosine[4] == 1.0
+    assert all(a >= b for a, b in zip(cosine[4:], cosine[5:], strict=False))
+    assert cosine[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * 15 / 16)))
+    assert [lr_factor(s, 0, 20, cosine=False) for s in (0, 19)] == [1.0, 1.0]
+
+
+def test_divergence_guard_stops_on_nan_and_on_a_sustained_rise_only():
+    from cxrlab.errors import TrainingDiverged
+    from cxrlab.training.loop import DivergenceGuard
+
+    def guard():
+        return DivergenceGuard("val_loss", 2.0, 2, "lora", "lower lora.lr.", steps_per_row=50)
+
+    g = guard()
+    for epoch, loss in enumerate([0.2, 0.1, 0.25, 0.12, 0.3], start=1):  # one spike: fine
+        g({"epoch": epoch, "val_loss": loss, "train_loss": loss})
+    with pytest.raises(TrainingDiverged, match=r"at step 300: val_loss 0\.35 stayed above 2x"):
+        g({"epoch": 6, "val_loss": 0.35, "train_loss": 0.3})
+    g = guard()
+    g.start_from(0.1)
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 50: val_loss became nan"):
+        g({"epoch": 1, "val_loss": float("nan"), "train_loss": 0.1})
+
+
+def test_min_snr_weighting_is_one_above_every_snr_and_lowers_the_loss_below(pipe, images):
+    from cxrlab.training.diffusion import denoising_loss
+
+    z = encode_latents(pipe.vae, to_rgb(images[:8], 16))
+    emb = make_conditioning(pipe, ["normal lungs"] * 8).bank[[0] * 8]
+
+    def loss(gamma):
+        with torch.no_grad():
+            return float(denoising_loss(pipe.unet, pipe.scheduler, z, emb,
+                                        torch.Generator().manual_seed(0), gamma))  # fmt: skip
+
+    plain = loss(None)
+    assert loss(1e9) == pytest.approx(plain, rel=1e-5)  # min(snr, gamma) / snr == 1
+    assert loss(0.01) < plain  # low-noise timesteps weighted down
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lora_holds_for_five_times_the_default_steps(pipe, images, seed):
+    """The default lr, schedule and clipping, 5x the default steps: the val loss ends
+    within 1.5x its best and the kept adapter is not marked diverged."""
+    z = encode_latents(pipe.vae, to_rgb(images, 16))
+    cond = make_conditioning(pipe, ["normal lungs", "pneumonia"] * (len(z) // 2))
+    default = LoraTrainConfig()
+    cfg = LoraTrainConfig(seed=seed, steps=5 * default.steps, eval_every=100, batch_size=4)
+    assert (cfg.lr, cfg.schedule, cfg.max_grad_norm) == (default.lr, default.schedule, 1.0)
+    result = train_lora(pipe.unet, pipe.scheduler, z, cond, z[:8], cond, cfg)
+    val = [row["val_loss"] for row in result.history]
+    assert len(val) == 10 and all(np.isfinite(val))
+    assert val[-1] <= 1.5 * min(val), val
+    assert not result.record["diverged"] and result.record["val_loss"] == min(val)
+
+
+def test_generation_refuses_a_lora_without_a_record_or_marked_diverged(pipe, tmp_path):
+    from cxrlab.models.diffusion import add_lora, check_lora_record
+
+    add_lora(pipe.unet, 2, None, ["to_q"])
+    save_lora(pipe.unet, tmp_path / "bare")
+    with pytest.raises(DataError, match="was not saved by train_lora"):
+        check_lora_record(tmp_path / "bare")
+    record = {"val_loss": 0.9, "base_val_loss": 0.1, "diverged": True}
+    save_lora(pipe.unet, tmp_path / "bad", record)
+    with pytest.raises(DataError, match=r"diverged in training \(val loss 0.9, base model 0.1\)"):
+        check_lora_record(tmp_path / "bad")
+    save_lora(pipe.unet, tmp_path / "good", {**record, "val_loss": 0.09, "diverged": False})
+    assert check_lora_record(tmp_path / "good")["val_loss"] == 0.09

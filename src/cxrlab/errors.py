@@ -15,3 +15,7 @@ class DataError(CxrlabError):
 
 class ConfigError(CxrlabError):
     """A param is missing, unknown, or of the wrong type."""
+
+
+class TrainingDiverged(CxrlabError):
+    """Training ran away (a non-finite loss, or a loss far above its best); nothing is saved."""

@@ -24,6 +24,11 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def first_per_class(self, per_class: int) -> Split:
+        """The first ``per_class`` images of each class (all of a class that has fewer)."""
+        keep = np.concatenate([np.flatnonzero(self.labels == c)[:per_class] for c in (0, 1)])
+        return Split(self.images[keep], self.labels[keep])
+
 
 def load_pneumoniamnist(path: str | Path) -> dict[str, Split]:
     """Load and validate a PneumoniaMNIST npz file.

@@ -25,6 +25,7 @@ from cxrlab.training.distributed import device
 log = logging.getLogger(__name__)
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+LORA_RECORD = "cxrlab_lora.json"
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
@@ -236,13 +237,14 @@ def add_lora(unet, rank: int, alpha: float | None = None, targets=LORA_TARGETS) 
     unet.add_adapter(config)
 
 
-def save_lora(unet, directory: str | Path) -> Path:
+def save_lora(unet, directory: str | Path, record: dict | None = None) -> Path:
     """Write the UNet's LoRA as diffusers does (``load_lora_weights`` reads it back).
 
     Keys stay in peft's ``lora_A``/``lora_B`` naming, which diffusers loads for every
     layer type; converting them to the older ``lora.down``/``lora.up`` naming covers
     attention layers only, and a LoRA that also adapts convolutions then reloads
-    partly.
+    partly. ``record`` (the training's verdict, see :func:`check_lora_record`) is
+    written beside the weights as ``cxrlab_lora.json``.
     """
     from diffusers import StableDiffusionPipeline
     from peft.utils import get_peft_model_state_dict
@@ -257,7 +259,28 @@ def save_lora(unet, directory: str | Path) -> Path:
             weight_name=LORA_WEIGHTS,
             safe_serialization=True,
         )
+        if record is not None:
+            (tmp / LORA_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return Path(directory)
+
+
+def check_lora_record(directory: str | Path) -> dict:
+    """The training record of a LoRA that train_lora saved; refuse one that diverged.
+
+    Raises:
+        DataError: If the record is missing, or says the kept weights diverged (their val
+            loss is not finite, or far above the base model's).
+    """
+    path = Path(directory) / LORA_RECORD
+    if not path.is_file():
+        raise DataError(f"{path} not found: {directory} was not saved by train_lora; rerun it.")
+    record = json.loads(path.read_text())
+    if record.get("diverged", True):
+        raise DataError(
+            f"the LoRA in {directory} diverged in training (val loss {record.get('val_loss')}, "
+            f"base model {record.get('base_val_loss')}); lower lora.lr and rerun train_lora."
+        )
+    return record
 
 
 def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:

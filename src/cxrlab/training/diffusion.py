@@ -25,7 +25,13 @@ from cxrlab.errors import ConfigError
 from cxrlab.models.diffusion import LORA_TARGETS, add_lora
 from cxrlab.training.checkpoint import fingerprint
 from cxrlab.training.distributed import device, mean_over_processes, shard, sync_gradients
-from cxrlab.training.loop import TrainResult, fit, make_optimizer, model_signature
+from cxrlab.training.loop import (
+    DivergenceGuard,
+    TrainResult,
+    fit,
+    make_optimizer,
+    model_signature,
+)
 
 OnEpoch = Callable[[dict[str, float]], None] | None
 
@@ -75,7 +81,21 @@ class BaseTrainConfig:
 
 @dataclass(frozen=True)
 class LoraTrainConfig:
-    """``lora``: the LoRA fine-tune of the base UNet on the balanced, captioned subset."""
+    """``lora``: the LoRA fine-tune of the base UNet on the balanced, captioned subset.
+
+    Attributes:
+        lr, schedule, warmup_frac: AdamW's peak LR, reached after a linear warm-up over
+            ``warmup_frac`` of the steps, then held (``constant``) or decayed to 0
+            (``cosine``). The schedule stretches with ``steps``.
+        max_grad_norm: Gradients are clipped to this global norm (0: no clipping).
+        snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is usual); None
+            weights every timestep equally.
+        val_per_class: Real val images per class whose denoising loss (fixed noise) is
+            measured every ``eval_every`` steps; the best block by it is kept.
+        diverge_factor, diverge_patience: Training stops with an error when the val loss
+            turns non-finite or stays above ``diverge_factor`` x its best for
+            ``diverge_patience`` evaluations in a row.
+    """
 
     seed: int = 0
     steps: int = 200
@@ -83,16 +103,24 @@ class LoraTrainConfig:
     alpha: float | None = None
     batch_size: int = 16
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-3
+    lr: float = 1e-4
     weight_decay: float = 0.0
-    schedule: Literal["onecycle", "cosine", "constant"] = "constant"
-    warmup_frac: float = 0.0
+    schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
+    warmup_frac: float = 0.05
+    max_grad_norm: float = 1.0
+    snr_gamma: float | None = None
     uncond_prob: float = 0.1
     eval_every: int = 50
+    val_per_class: int = 100
+    diverge_factor: float = 2.0
+    diverge_patience: int = 2
     target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
 
     def __post_init__(self):
-        _check_positive(self, "lora", "steps", "rank", "batch_size", "eval_every")
+        _check_positive(
+            self, "lora", "steps", "rank", "batch_size", "eval_every", "val_per_class",
+            "diverge_factor", "diverge_patience",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -114,6 +142,7 @@ class LcmTrainConfig:
     weight_decay: float = 0.0
     schedule: Literal["onecycle", "cosine", "constant"] = "constant"
     warmup_frac: float = 0.0
+    max_grad_norm: float = 0.0
     ddim_timesteps: int = 50
     teacher_guidance: float = 1.0
     huber_c: float = 0.001
@@ -232,19 +261,52 @@ def train_base_unet(
 
 
 def train_lora(
-    unet, noise_scheduler, latents, cond: Conditioning, cfg: LoraTrainConfig,
-    checkpoint=None, on_epoch: OnEpoch = None,
+    unet, noise_scheduler, latents, cond: Conditioning, val_latents, val_cond: Conditioning,
+    cfg: LoraTrainConfig, checkpoint=None, on_epoch: OnEpoch = None,
 ) -> TrainResult:  # fmt: skip
-    """Add a LoRA to ``unet`` and train only it for ``cfg.steps`` steps (last step kept)."""
+    """Add a LoRA to ``unet`` and train only it for ``cfg.steps`` steps.
+
+    Every ``cfg.eval_every`` steps the denoising loss on ``val_latents`` (fixed noise and
+    timesteps) is measured; the block with the lowest is kept, and a run whose val loss
+    runs away stops with :class:`~cxrlab.errors.TrainingDiverged` (see the config).
+    """
     add_lora(unet, cfg.rank, cfg.alpha, cfg.target_modules)
     unet.to(device())
     latents, cond = latents.to(device()), cond.to(device())
+    val_latents, val_cond = val_latents.to(device()), val_cond.to(device())
 
     def loss(idx, gen):
         emb = cond.batch(idx, cfg.uncond_prob, gen)
-        return denoising_loss(unet, noise_scheduler, latents[idx], emb, gen)
+        return denoising_loss(unet, noise_scheduler, latents[idx], emb, gen, cfg.snr_gamma)
 
-    return _fit_steps(unet, loss, len(latents), cfg, checkpoint, on_epoch, lambda: {})
+    def validate():
+        return {"val_loss": fixed_denoising_loss(unet, noise_scheduler, val_latents, val_cond)}
+
+    base_val_loss = validate()["val_loss"]  # the LoRA starts as a no-op: the base model's
+    guard = DivergenceGuard(
+        "val_loss", cfg.diverge_factor, cfg.diverge_patience, "lora",
+        f"lower lora.lr (now {cfg.lr:g}), raise lora.warmup_frac (now {cfg.warmup_frac:g}) "
+        f"or lower lora.max_grad_norm (now {cfg.max_grad_norm:g}).", cfg.eval_every,
+    )  # fmt: skip
+
+    guard.start_from(base_val_loss)
+
+    def on_block(row):
+        if on_epoch:
+            on_epoch(row)
+        guard(row)
+
+    result = _fit_steps(unet, loss, len(latents), cfg, checkpoint, on_block, validate, "val_loss")
+    val_loss = -result.best_score
+    result.record = {
+        "steps": cfg.steps,
+        "kept_step": min(result.best_epoch * cfg.eval_every, cfg.steps),
+        "val_loss": val_loss,
+        "base_val_loss": base_val_loss,
+        "final_val_loss": result.history[-1]["val_loss"],
+        "diverged": not math.isfinite(val_loss) or val_loss > cfg.diverge_factor * base_val_loss,
+    }
+    return result
 
 
 def distill_lcm(
@@ -331,17 +393,26 @@ class ConsistencySolver:
         return c_skip * z + c_out * self._x0(out, z, t)
 
 
-def denoising_loss(unet, noise_scheduler, z0, emb, gen) -> torch.Tensor:
-    """The diffusion training loss: predict the noise (or v) added at a random timestep."""
+def denoising_loss(unet, noise_scheduler, z0, emb, gen, snr_gamma=None) -> torch.Tensor:
+    """The diffusion training loss: predict the noise (or v) added at a random timestep.
+
+    With ``snr_gamma``, each sample's error is weighted by min(SNR, gamma) / SNR
+    (``/ (SNR + 1)`` for v-prediction): the Min-SNR-gamma weighting.
+    """
     noise = _randn(z0.shape, gen, z0.device)
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(z0),), generator=gen)
     t = t.to(z0.device)
     noisy = noise_scheduler.add_noise(z0, noise, t)
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(z0, noise, t)
-    else:
-        target = noise
-    return F.mse_loss(unet(noisy, t, emb).sample, target)
+    v_pred = noise_scheduler.config.prediction_type == "v_prediction"
+    target = noise_scheduler.get_velocity(z0, noise, t) if v_pred else noise
+    pred = unet(noisy, t, emb).sample
+    if snr_gamma is None:
+        return F.mse_loss(pred, target)
+    alpha_bar = noise_scheduler.alphas_cumprod.to(z0.device)[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    weight = torch.clamp(snr, max=snr_gamma) / (snr + 1 if v_pred else snr)
+    per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+    return (weight * per_sample).mean()
 
 
 @torch.no_grad()
@@ -356,21 +427,27 @@ def fixed_denoising_loss(unet, noise_scheduler, latents, cond: Conditioning, bat
     return float(sum(losses) / len(latents))
 
 
-def _fit_steps(unet, loss, n, cfg, checkpoint, on_epoch, validate) -> TrainResult:
-    """Run ``cfg.steps`` steps of a LoRA trainer in blocks of ``cfg.eval_every``."""
+def _fit_steps(unet, loss, n, cfg, checkpoint, on_epoch, validate, select="epoch") -> TrainResult:
+    """Run ``cfg.steps`` steps of a LoRA trainer in blocks of ``cfg.eval_every``.
+
+    ``select`` picks the block kept (``epoch``: the last); gradients are clipped to
+    ``cfg.max_grad_norm`` (0: not clipped).
+    """
     blocks = math.ceil(cfg.steps / cfg.eval_every)
     trainable = [p for p in unet.parameters() if p.requires_grad]
     holder = _Params(trainable)
+    # the schedule spans exactly cfg.steps, also when eval_every does not divide it
     optimizer, scheduler = make_optimizer(
-        holder, SimpleNamespace(**asdict(cfg), epochs=blocks), cfg.eval_every
+        holder, SimpleNamespace(**asdict(cfg), epochs=1), cfg.steps
     )
 
     def block(i):
         steps = min(cfg.eval_every, cfg.steps - i * cfg.eval_every)
-        return _train_block(unet, optimizer, scheduler, loss, n, cfg, steps, i)
+        return _train_block(unet, optimizer, scheduler, loss, n, cfg, steps, i,
+                            max_grad_norm=cfg.max_grad_norm)  # fmt: skip
 
     run_id = fingerprint(asdict(cfg), model_signature(unet), n)
-    result = fit(unet, optimizer, scheduler, blocks, run_id, block, validate, "epoch", checkpoint,
+    result = fit(unet, optimizer, scheduler, blocks, run_id, block, validate, select, checkpoint,
                  on_epoch)  # fmt: skip
     unet.to("cpu")
     return result
@@ -389,7 +466,9 @@ class _Params(nn.Module):
         self.params = nn.ParameterList(params)
 
 
-def _train_block(model, optimizer, scheduler, loss_fn, n, cfg, steps, block, after_step=None):
+def _train_block(
+    model, optimizer, scheduler, loss_fn, n, cfg, steps, block, after_step=None, max_grad_norm=0.0
+):  # fmt: skip
     """Train ``steps`` batches drawn from ``n`` samples; return the mean loss."""
     model.train()
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + block)
@@ -401,6 +480,10 @@ def _train_block(model, optimizer, scheduler, loss_fn, n, cfg, steps, block, aft
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sync_gradients(model.parameters())
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.grad is not None], max_grad_norm
+            )
         optimizer.step()
         scheduler.step()
         if after_step:

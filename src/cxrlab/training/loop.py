@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from cxrlab.errors import TrainingDiverged
 from cxrlab.training.checkpoint import load_checkpoint, save_checkpoint
 from cxrlab.training.distributed import is_main_process
 
@@ -34,13 +37,15 @@ class TrainResult:
     best_score: float
     history: list[dict[str, float]]
     seconds: float
+    record: dict[str, Any] = field(default_factory=dict)  # trainer facts saved with the model
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Any, steps_per_epoch: int):
     """AdamW or Nesterov SGD without decay on biases and norms, plus the LR schedule.
 
     ``cfg`` has ``optimizer``, ``lr``, ``weight_decay``, ``schedule`` (``onecycle``,
-    ``cosine`` or ``constant``), ``warmup_frac`` and ``epochs``.
+    ``cosine`` or ``constant``), ``warmup_frac`` and ``epochs``. ``cosine`` and
+    ``constant`` warm up linearly over ``warmup_frac`` of the steps (see :func:`lr_factor`).
     """
     params = list(model.named_parameters())
     groups = [
@@ -56,11 +61,77 @@ def make_optimizer(model: torch.nn.Module, cfg: Any, steps_per_epoch: int):
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup_frac
         )
-    elif cfg.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        factor = partial(
+            lr_factor, warmup=round(cfg.warmup_frac * total), total=total,
+            cosine=cfg.schedule == "cosine",
+        )  # fmt: skip
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return optimizer, scheduler
+
+
+def lr_factor(step: int, warmup: int, total: int, cosine: bool) -> float:
+    """The LR multiplier at ``step``: linear warm-up over ``warmup`` steps, then 1 or cosine to 0.
+
+    The first step already trains (at ``1 / warmup`` of the peak), unlike schedules that
+    spend it at zero.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if not cosine:
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class DivergenceGuard:
+    """Stops a run whose ``key`` turned non-finite or stayed far above its best.
+
+    Call it with each epoch's (or block's) row, for example from ``fit``'s ``on_epoch``.
+    It raises :class:`TrainingDiverged` when ``row[key]`` is NaN or infinite, or when it
+    has been more than ``factor`` times its best value for ``patience`` rows in a row.
+
+    Args:
+        key: The row's loss to watch (``val_loss``: its noise is fixed, so rows compare).
+        factor: How far above the best counts as a rise.
+        patience: How many rows in a row the rise must last.
+        what: Names the run in the message (``lora``).
+        hint: What to change, appended to the message.
+        steps_per_row: Optimizer steps per row, to name the step in the message.
+    """
+
+    def __init__(
+        self, key: str, factor: float, patience: int, what: str, hint: str, steps_per_row: int
+    ) -> None:
+        self.key, self.factor, self.patience = key, factor, patience
+        self.what, self.hint, self.steps_per_row = what, hint, steps_per_row
+        self.best = (math.inf, 0)
+        self.above = 0
+
+    def start_from(self, value: float) -> None:
+        """Count ``value`` (the untrained model's, at step 0) as the best so far."""
+        self.best = (value, 0)
+
+    def __call__(self, row: dict[str, float]) -> None:
+        """Check one row; raise :class:`TrainingDiverged` if the run ran away."""
+        value, step = row[self.key], int(row["epoch"]) * self.steps_per_row
+        if not math.isfinite(value) or not math.isfinite(row.get("train_loss", 0.0)):
+            self._stop(f"{self.key} became {value} (train loss {row.get('train_loss')})", step)
+        if value < self.best[0]:
+            self.best, self.above = (value, step), 0
+        elif value > self.factor * self.best[0]:
+            self.above += 1
+            if self.above >= self.patience:
+                self._stop(
+                    f"{self.key} {value:.4g} stayed above {self.factor:g}x its best "
+                    f"{self.best[0]:.4g} (step {self.best[1]}) for {self.above} evaluations",
+                    step,
+                )
+        else:
+            self.above = 0
+
+    def _stop(self, why: str, step: int) -> None:
+        raise TrainingDiverged(f"{self.what} training diverged at step {step}: {why}; {self.hint}")
 
 
 def model_signature(model: torch.nn.Module) -> list:
