@@ -1,5 +1,6 @@
 """End to end: the real `dvc repro` on the mirrored data, in a copy of the repository."""
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -59,7 +60,7 @@ def repo(tmp_path_factory):
     diffusion["lcm"].update(steps=20, eval_every=10)
     diffusion["generate"].update(per_prompt=20, batch_size=20)
     diffusion["generate"]["samplers"]["ddim"]["steps"] = 20
-    params["lora"].update(steps=10, eval_every=10)
+    params["lora"].update(steps=10, eval_every=100, batch_size=4, val_per_class=20)
     captioning = params["captioning"]
     captioning["prepare"]["image_size"] = 64
     captioning["model"].update(image_size=64)
@@ -152,14 +153,33 @@ def test_changing_one_param_reruns_only_its_stage(repo):
     assert "Running stage 'evaluate_classifier'" not in out
 
 
-def test_lora_experiment_reruns_only_the_lora_and_what_follows(repo):
+def readme_usage_block() -> str:
+    """The first bash block under the README's "Using the pipeline" heading."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Using the pipeline") :]
+    return section[section.index("```bash\n") + 8 : section.index("\n```")]
+
+
+def test_readme_usage_block_runs_as_written(repo):
+    """The block as a user pastes it, in a shell whose PATH does not have the venv."""
     root, params, env = repo
     run(["dvc", "repro"], root, env)  # no-op when the first test ran
-    out = run(["dvc", "exp", "run", "-S", "lora.steps=20"], root, env).stdout
+    block = readme_usage_block()
+    assert block.startswith("source .venv/bin/activate") and "-S lora.steps=" in block
+    venv = Path(sys.executable).parent
+    (root / ".venv").symlink_to(venv.parent, target_is_directory=True)
+    path = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != venv)
+    out = run(["bash", "-e", "-c", block], root, {**env, "PATH": path}).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"train_lora", "generate_images", "evaluate_generation", "report"}, out
-    diff = run(["dvc", "metrics", "diff", "--json"], root, env).stdout
-    assert "lcm.lora.class_agreement" in diff
+    assert "lcm.lora.class_agreement" in out  # dvc metrics diff compared the experiment
+    assert (root / "dvc_plots/index.html").is_file()
+    # 1000 steps, 100x the e2e default, with the default lr and schedule: the run held
+    record = json.loads(
+        (root / params["diffusion"]["paths"]["lora"] / "cxrlab_lora.json").read_text()
+    )
+    assert record["steps"] == 1000 and not record["diverged"], record
+    assert record["final_val_loss"] <= 1.5 * record["val_loss"], record
 
 
 def test_report_summarises_every_stage_and_renders(repo):
@@ -168,6 +188,9 @@ def test_report_summarises_every_stage_and_renders(repo):
     paths = params["report"]["paths"]
     summary = json.loads((root / paths["summary"]).read_text())
     assert summary["missing_artifacts"] == [] and summary["profile"] == "cpu"
+    versions = summary["environment"]["packages"]  # the versions the stages ran with
+    for name in ("torch", "transformers", "diffusers", "peft", "dvc", "accelerate"):
+        assert versions[name] == importlib.metadata.version(name), name
     assert {"train_captioner", "train_lora", "fetch_data@roco_captions"} <= set(
         summary["artifacts"]
     )
@@ -183,6 +206,7 @@ def test_report_summarises_every_stage_and_renders(repo):
     assert headline["segmentation"]["test_dice"] > 0.7
     page = (root / paths["html"]).read_text()
     assert page.count("data:image/png;base64,") == 17 and 'src="http' not in page
+    assert "Package versions" in page and f"<td>{versions['transformers']}</td>" in page
     if find_chromium():
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         dom = render_in_chromium(root / paths["html"], SCREENSHOTS / "report.png", height=4000)
