@@ -64,3 +64,27 @@ def test_queued_experiments_run_two_at_a_time(tmp_path):
                 scores[rev["name"]] = rev["data"]["metrics"]["metrics.json"]["data"]["score"]
     assert scores == {"lr-a": 0.5, "lr-b": 1.0}
     assert len(pids) == 2  # one worker process each
+
+
+def test_lora_sweep_reads_every_experiment_of_dvc_exp_show(tmp_path):
+    """`dvc exp show --json` nests experiments under their baseline; each run with
+    generation metrics becomes one row, keyed by the swept param."""
+    from tools.lora_sweep import row, runs
+
+    def node(name, steps, fid):
+        scores = {"val_domain_fid": fid, "domain_fid": fid + 1, "class_agreement_normal": 0.5,
+                  "class_agreement_pneumonia": 0.9}  # fmt: skip
+        params = {"params.yaml": {"data": {"lora": {"steps": steps}}}}
+        metrics = {"metrics/generation.json": {"data": {"lcm": {"lora": scores}}}}
+        return {"rev": name[::-1], "name": name, "data": {"params": params, "metrics": metrics}}
+
+    baseline = node("main", 200, 10.0)
+    baseline["experiments"] = [{"revs": [node("exp-a", 1000, 12.0), node("exp-b", 500, 11.0)]}]
+    shown = [{"rev": "workspace", "name": None, "data": {"params": {}, "metrics": {}}}, baseline]
+    rows = [r for r in (row(r, "lora.steps") for r in runs(shown)) if r]
+    assert sorted((r["name"], r["lora.steps"], r["val_domain_fid"]) for r in rows) == [
+        ("exp-a", 1000, 12.0), ("exp-b", 500, 11.0), ("main", 200, 10.0)]  # fmt: skip
+
+    from cxrlab.reporting.generation import plot_sweep
+
+    assert plot_sweep(rows, "lora.steps", tmp_path / "sweep.png").stat().st_size > 10_000

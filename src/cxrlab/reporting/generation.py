@@ -38,3 +38,28 @@ def plot_generation_scores(scores: dict, reference_fid: float, path: str | Path)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_sweep(rows: Sequence[dict[str, float]], x: str, path: str | Path) -> Path:
+    """Generation scores of LCM + LoRA against one swept param ``x`` (one row per run).
+
+    Each row has ``x``, ``val_domain_fid``, ``domain_fid`` (test) and
+    ``class_agreement_<class>`` keys; the lines are sorted by ``x``.
+    """
+    rows = sorted(rows, key=lambda r: r[x])
+    xs = [r[x] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    left.plot(xs, [r["val_domain_fid"] for r in rows], "o-", color="#d73027", label="vs real val")
+    left.plot(xs, [r["domain_fid"] for r in rows], "s--", color="#999", label="vs real test")
+    left.set(title="LCM + LoRA domain FID (lower is better)", xlabel=x)
+    left.legend(fontsize=8)
+    for name, color in (("normal", "#4575b4"), ("pneumonia", "#d73027")):
+        right.plot(xs, [r[f"class_agreement_{name}"] for r in rows], "o-", color=color, label=name)
+    right.set(title="LCM + LoRA class agreement", xlabel=x, ylim=(0, 1))
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        if len(xs) > 2 and min(xs) > 0 and max(xs) / min(xs) >= 10:
+            ax.set_xscale("log")
+    fig.tight_layout()
+    return _save(fig, path)
