@@ -157,7 +157,8 @@ def readme_usage_block() -> str:
     """The first bash block under the README's "Using the pipeline" heading."""
     text = (REPO / "README.md").read_text()
     section = text[text.index("## Using the pipeline") :]
-    return section[section.index("```bash\n") + 8 : section.index("\n```")]
+    start = section.index("```bash\n") + len("```bash\n")
+    return section[start : section.index("\n```", start)]
 
 
 def test_readme_usage_block_runs_as_written(repo):
