@@ -4,7 +4,8 @@ Scores every sampler x variant that generate_images wrote with the project's own
 PneumoniaMNIST classifier: Fréchet distance of its penultimate features against
 the real test images (and, as ``val_domain_fid``, against the real val images: the one
 to choose params by), the share of images it assigns to the prompted class, and mean
-pairwise feature distance. Real images pass through the same resize to the
+pairwise feature distance; and the share of saturated pixels (black-and-white
+noise from a destroyed adapter is mostly that). Real images pass through the same resize to the
 generation resolution and back. References: real val vs real test, and test
 images reconstructed by the VAE (the autoencoder's floor).
 
@@ -25,6 +26,7 @@ from cxrlab.evaluation.generation import (
     compare_samplers,
     frechet_distance,
     mean_pairwise_distance,
+    saturated_fraction,
     score_set,
 )
 from cxrlab.models.classifier import embed, load_classifier, predict_proba
@@ -60,6 +62,7 @@ def main() -> None:
         feats, prob = features(images)
         row = score_set(feats, prob, labels, real_test, CLASS_NAMES) | speed[key]
         row["val_domain_fid"] = frechet_distance(feats, real_val)  # for choices (test: report)
+        row["saturated"] = saturated_fraction(images)
         scores.setdefault(sampler, {})[variant] = row
         log.info("%s: %s", key, {k: round(v, 4) for k, v in row.items()})
     reference = {
@@ -68,6 +71,7 @@ def main() -> None:
             features(reconstruct(paths.base, real["test"], res))[0], real_test
         ),
         "test_diversity": mean_pairwise_distance(real_test),
+        "test_saturated": saturated_fraction(real["test"]),
     }
     metrics = {**scores, "reference": reference}
     if {"lcm", "ddim"} <= set(scores):

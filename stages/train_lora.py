@@ -13,7 +13,8 @@ Inputs:  ``diffusion.paths.base``, ``diffusion.paths.subset``, ``diffusion.paths
          (val images); params ``lora``, ``diffusion.model.resolution``, ``clip.subset.text``.
 Outputs: ``diffusion.paths.lora`` (``pytorch_lora_weights.safetensors``, diffusers format,
          and ``cxrlab_lora.json``: the training record generate_images checks);
-         ``<diffusion.paths.live>/train_lora``; ``<figures>/lora_training.png``.
+         ``<diffusion.paths.live>/train_lora`` (curves; ``kept``: the record);
+         ``<figures>/lora_training.png``.
 """
 
 import logging
@@ -48,11 +49,14 @@ def main() -> None:
         "LoRA rank %d, %d steps on %d images, prompts: %s",
         cfg.rank, cfg.steps, len(images), sorted(set(texts)),
     )  # fmt: skip
-    with epoch_logger(f"{paths.live}/train_lora") as (_, log_epoch):
+    with epoch_logger(f"{paths.live}/train_lora") as (live, log_epoch):
         result = train_lora(
             pipe.unet, pipe.scheduler, latents, cond, val_latents, val_cond, cfg,
             f"{paths.checkpoints}/lora.pt", log_epoch,
         )  # fmt: skip
+        # the kept block's record, beside the curves: `dvc exp show` lists it per run
+        live.summary["kept"] = {k: int(v) if isinstance(v, bool) else v
+                                for k, v in result.record.items()}  # fmt: skip
     if not is_main_process():  # under `accelerate launch`, one process writes
         return
     plot_training_curves(result.history, Path(paths.figures) / "lora_training.png")

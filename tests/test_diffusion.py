@@ -13,6 +13,7 @@ from cxrlab.evaluation.generation import (
     compare_samplers,
     frechet_distance,
     mean_pairwise_distance,
+    saturated_fraction,
 )
 from cxrlab.models.diffusion import (
     DiffusionConfig,
@@ -223,6 +224,7 @@ def test_class_agreement_and_diversity_known_answers():
     assert shares == {"all": 0.5, 0: 0.5, 1: 0.5}
     triangle = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])
     assert mean_pairwise_distance(triangle) == pytest.approx(1.0)
+    assert saturated_fraction(np.array([[0, 5, 6, 128], [249, 250, 255, 30]], np.uint8)) == 0.5
     scores = {
         s: {
             "base": {"domain_fid": 10.0, "class_agreement": 0.5, "images_per_s": ips},

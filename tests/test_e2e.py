@@ -27,6 +27,35 @@ def run(cmd, cwd, env):
     return proc
 
 
+STAGE_SECONDS = REPO / "build" / "e2e_stage_seconds.tsv"  # kept after the run, like screenshots
+
+
+def run_timed(cmd, cwd, env) -> str:
+    """Run ``cmd`` like ``run``, and write how long each `Running stage` block took."""
+    env = {**env, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines, starts = [], []  # (stage, seconds since start)
+    t0 = time.perf_counter()
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Running stage '"):
+            starts.append((line.split("'")[1], time.perf_counter() - t0))
+    proc.wait()
+    total = time.perf_counter() - t0
+    out = "".join(lines)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-6000:]}"
+    ends = [t for _, t in starts[1:]] + [total]
+    spans = ((end - t, name) for (name, t), end in zip(starts, ends, strict=True))
+    rows = sorted(spans, reverse=True)
+    STAGE_SECONDS.parent.mkdir(parents=True, exist_ok=True)
+    STAGE_SECONDS.write_text(
+        f"seconds\tstage\n{total:.1f}\t(all)\n" + "".join(f"{s:.1f}\t{n}\n" for s, n in rows)
+    )
+    return out
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     if not (SHARED_DATA / "pneumoniamnist").is_dir():
@@ -80,7 +109,7 @@ def repo(tmp_path_factory):
 
 def test_dvc_repro_runs_every_stage_and_writes_sane_metrics(repo):
     root, params, env = repo
-    run(["dvc", "repro"], root, env)
+    run_timed(["dvc", "repro"], root, env)
     paths = params["classifier"]["paths"]
     assert (root / "data/raw/pneumoniamnist/pneumoniamnist.npz").is_file()
     assert (root / paths["model"] / "model.safetensors").is_file()
@@ -181,6 +210,10 @@ def test_readme_usage_block_runs_as_written(repo):
     )
     assert record["steps"] == 1000 and not record["diverged"], record
     assert record["final_val_loss"] <= 1.5 * record["val_loss"], record
+    gen = json.loads((root / params["diffusion"]["paths"]["metrics"]).read_text())
+    real = gen["reference"]["test_saturated"]
+    for sampler in ("lcm", "ddim"):  # not noise: about as few saturated pixels as real X-rays
+        assert gen[sampler]["lora"]["saturated"] <= real + 0.1, (real, gen[sampler])
 
 
 def test_report_summarises_every_stage_and_renders(repo):

@@ -246,9 +246,11 @@ def test_diffusion_stages_chain_on_tiny_data(workdir):
         for variant in ("base", "lora"):
             row = metrics[sampler][variant]
             assert row["domain_fid"] >= 0 and 0 <= row["class_agreement"] <= 1
-            assert row["images_per_s"] > 0 and row["diversity"] > 0
+            assert row["images_per_s"] > 0 and row["diversity"] > 0 and 0 <= row["saturated"] <= 1
     assert set(metrics["lcm_vs_ddim"]) >= {"speedup_base", "fid_ratio_lora"}
     assert metrics["reference"]["val_vs_test_fid"] >= 0
+    kept = json.loads((root / paths["live"] / "train_lora" / "metrics.json").read_text())["kept"]
+    assert kept["steps"] == params["lora"]["steps"] and kept["diverged"] == 0, kept
     for fig in ("vae_training", "base_training", "lcm_training", "lora_training", "lcm_grid",
                 "ddim_grid", "scores"):  # fmt: skip
         assert (root / paths["figures"] / f"{fig}.png").read_bytes()[:4] == b"\x89PNG", fig

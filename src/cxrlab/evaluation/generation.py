@@ -55,6 +55,15 @@ def mean_pairwise_distance(features: np.ndarray) -> float:
     return float(np.sqrt(d2)[~np.eye(n, dtype=bool)].mean())
 
 
+def saturated_fraction(images: np.ndarray, low: int = 5, high: int = 250) -> float:
+    """Share of uint8 pixels at the ends of the range (<= ``low`` or >= ``high``).
+
+    Real radiographs have few; a destroyed generator's black-and-white noise is mostly that.
+    """
+    images = np.asarray(images)
+    return float(((images <= low) | (images >= high)).mean())
+
+
 def score_set(features, prob_positive, prompted, real_features, class_names) -> dict[str, float]:
     """Domain FID against real images, class agreement (overall and per class), diversity."""
     agree = class_agreement(prob_positive, prompted)
