@@ -79,11 +79,17 @@ def test_lora_sweep_reads_every_experiment_of_dvc_exp_show(tmp_path):
         return {"rev": name[::-1], "name": name, "data": {"params": params, "metrics": metrics}}
 
     baseline = node("main", 200, 10.0)
+    kept = {"data": {"kept": {"kept_step": 200, "val_loss": 0.1, "diverged": 0}}}
+    baseline["data"]["metrics"]["metrics/diffusion/train_lora/metrics.json"] = kept
     baseline["experiments"] = [{"revs": [node("exp-a", 1000, 12.0), node("exp-b", 500, 11.0)]}]
     shown = [{"rev": "workspace", "name": None, "data": {"params": {}, "metrics": {}}}, baseline]
     rows = [r for r in (row(r, "lora.steps") for r in runs(shown)) if r]
     assert sorted((r["name"], r["lora.steps"], r["val_domain_fid"]) for r in rows) == [
         ("exp-a", 1000, 12.0), ("exp-b", 500, 11.0), ("main", 200, 10.0)]  # fmt: skip
+    kept = [r.get("kept_diverged") for r in rows if r["name"] == "main"]
+    assert kept == [0]  # train_lora's record, read beside the generation scores
+    only = [r["name"] for r in runs(shown) if row(r, "lora.steps", {"lora.steps": "500"})]
+    assert only == ["exp-b"]
 
     from cxrlab.reporting.generation import plot_sweep
 

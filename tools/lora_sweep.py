@@ -2,23 +2,26 @@
 
 Run the sweep first, e.g. `dvc exp run --queue -S 'lora.steps=200,500,1000,2000'` and
 `dvc queue start`, then: python tools/lora_sweep.py lora.steps plots/generation/lora_steps.png
+(add ``--where lora.lr=0.001`` to keep only the runs with that value of another param).
 
 Prints one markdown row per experiment that has generation metrics: the swept param,
-the val domain FID (the number to choose by), the test domain FID, and class agreement
-per class. Choose on the val column; the test column is reported, not used.
+the val domain FID (the number to choose by), the test domain FID, class agreement
+per class, and the LoRA block train_lora kept (step, val loss, diverged). Choose on the
+val column; the test column is reported, not used.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
-import sys
 from typing import Any
 
 from cxrlab.reporting.generation import plot_sweep
 from cxrlab.reporting.report import lookup
 
 METRICS = "metrics/generation.json"
+KEPT = "metrics/diffusion/train_lora/metrics.json"  # train_lora's dvclive summary
 
 
 def runs(tree: Any) -> list[dict[str, Any]]:
@@ -37,30 +40,47 @@ def runs(tree: Any) -> list[dict[str, Any]]:
     return found
 
 
-def row(run: dict[str, Any], key: str) -> dict[str, Any] | None:
-    """The swept value and the LCM + LoRA scores of one run, or None if it has none."""
+def row(run: dict[str, Any], key: str, where: dict[str, str] | None = None):
+    """The swept value, the LCM + LoRA scores and the kept block of one run.
+
+    None if the run has no generation metrics, or a param differs from ``where``
+    (values compared as text).
+    """
     try:
         params = run["params"]["params.yaml"]["data"]
         scores = run["metrics"][METRICS]["data"]["lcm"]["lora"]
     except (KeyError, TypeError):
         return None
-    return {"name": run["name"], key: lookup(params, key), **scores}
+    if any(str(lookup(params, k)) != v for k, v in (where or {}).items()):
+        return None
+    kept = ((run["metrics"].get(KEPT) or {}).get("data") or {}).get("kept", {})
+    return {"name": run["name"], key: lookup(params, key), **scores,
+            **{f"kept_{k}": v for k, v in kept.items()}}  # fmt: skip
 
 
 def main() -> None:
     """Print the table and write the figure."""
-    key, figure = sys.argv[1], sys.argv[2]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("key", help="the swept param, e.g. lora.steps")
+    parser.add_argument("figure", help="where to write the figure (PNG)")
+    parser.add_argument("--where", action="append", default=[], metavar="PARAM=VALUE")
+    args = parser.parse_args()
+    key, where = args.key, dict(w.split("=", 1) for w in args.where)
     shown = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True,
                            check=True).stdout  # fmt: skip
-    rows = {r["name"]: r for r in filter(None, (row(r, key) for r in runs(json.loads(shown))))}
-    print(f"| {key} | run | val FID | test FID | agreement normal | agreement pneumonia |")
-    print("|---|---|---|---|---|---|")
+    found = (row(r, key, where) for r in runs(json.loads(shown)))
+    rows = {r["name"]: r for r in filter(None, found)}
+    print(f"| {key} | run | val FID | test FID | agreement normal | agreement pneumonia "
+          "| kept step | kept val loss | diverged |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows.values(), key=lambda r: r[key]):
         cells = [r[key], r["name"], f"{r['val_domain_fid']:.2f}", f"{r['domain_fid']:.2f}"]
         cells += [f"{r[f'class_agreement_{c}']:.3f}" for c in ("normal", "pneumonia")]
+        cells += [r.get("kept_kept_step", "?"), f"{r.get('kept_val_loss', float('nan')):.4f}",
+                  r.get("kept_diverged", "?")]  # fmt: skip
         print("| " + " | ".join(map(str, cells)) + " |")
-    plot_sweep(list(rows.values()), key, figure)
-    print(f"wrote {figure}")
+    plot_sweep(list(rows.values()), key, args.figure)
+    print(f"wrote {args.figure}")
 
 
 if __name__ == "__main__":
