@@ -103,6 +103,9 @@ def test_gpu_profile_switches_every_model_to_its_hub_id(tmp_path):
     seg = load_section("segmentation", path)  # merged key by key: the rest stays
     assert seg.model.encoder == params["segmentation"]["model"]["encoder"]
     assert load_section("captioning", REPO / "params.yaml").model.pretrained is None
+    samplers = load_section("diffusion", path).generate.samplers
+    assert 1.0 <= samplers["lcm"].guidance_scale <= 2.0  # the LCM-LoRA model card's range
+    assert samplers["lcm"].steps == params["diffusion"]["generate"]["samplers"]["lcm"]["steps"]
 
 
 def leaves(tree, prefix=()):
