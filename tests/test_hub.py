@@ -1,0 +1,100 @@
+"""The hub repositories a profile loads: listed, checked against a cache, failing fast offline."""
+
+import pytest
+
+from cxrlab.config import load_params
+from cxrlab.errors import DataError
+from cxrlab.hub import check_offline, main, report, repos
+from cxrlab.params import apply_profile
+from cxrlab.utils import run_stage
+from tests.conftest import REPO
+
+GPU_REPOS = [
+    "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
+    "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",  # BiomedCLIP's text tower
+    "smp-hub/resnet18.imagenet",
+    "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "latent-consistency/lcm-lora-sdv1-5",
+    "Salesforce/blip-image-captioning-base",
+]
+
+
+def profile(name: str) -> dict:
+    return apply_profile({**load_params(REPO / "params.yaml"), "profile": name})
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, offline."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hub"
+
+
+def put(cache, repo) -> None:
+    """Write the repo's files in hub layout (refs/main, or a pinned revision's snapshot)."""
+    commit = repo.revision or "0" * 40
+    root = cache / f"models--{repo.repo_id.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    for name in repo.files:
+        (root / "snapshots" / commit / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "snapshots" / commit / name).write_text("{}")
+
+
+def test_the_cpu_profile_needs_nothing_from_the_hub():
+    assert repos(profile("cpu")) == []
+    check_offline(profile("cpu"))  # no error, whatever the cache holds
+
+
+def test_the_gpu_profile_lists_every_repository_it_loads(capsys):
+    assert [r.repo_id for r in repos(profile("gpu"))] == GPU_REPOS
+    assert main(["list", "-p", "gpu", "--params", str(REPO / "params.yaml")]) == 0
+    assert capsys.readouterr().out.count("\n") == len(GPU_REPOS)
+
+
+def test_an_empty_cache_is_listed_repository_by_repository(cache, capsys):
+    params = profile("gpu")
+    lines = report(params)
+    assert [line.split(" ")[0] for line in lines] == GPU_REPOS
+    assert "missing open_clip_config.json" in lines[0]
+    with pytest.raises(DataError, match="BiomedNLP-BiomedBERT.*\n.*smp-hub") as err:
+        check_offline(params)
+    assert "python -m cxrlab.hub download" in str(err.value)
+    assert main(["check", "-p", "gpu", "--params", str(REPO / "params.yaml")]) == 1
+
+
+def test_a_filled_cache_passes_and_one_missing_file_is_named(cache):
+    params = profile("gpu")
+    for repo in repos(params):
+        put(cache, repo)
+    assert report(params) == []
+    check_offline(params)
+    sd = cache / "models--stable-diffusion-v1-5--stable-diffusion-v1-5" / "snapshots" / ("0" * 40)
+    (sd / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    assert report(params) == [
+        "stable-diffusion-v1-5/stable-diffusion-v1-5 (diffusion.pretrained): "
+        "missing unet/diffusion_pytorch_model.safetensors"
+    ]
+
+
+def test_a_stage_on_the_gpu_profile_stops_first(cache, tmp_path, monkeypatch, capsys):
+    """Empty cache offline: the list of what is missing. Filled cache, no GPU and
+    device auto: one line saying how to run on the CPU anyway. Nothing of main() runs."""
+    import torch
+
+    text = (REPO / "params.yaml").read_text().replace("profile: cpu", "profile: gpu", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    with pytest.raises(SystemExit):
+        run_stage(lambda: ran.append(1))
+    assert "smp-hub/resnet18.imagenet" in capsys.readouterr().err and ran == []
+    for repo in repos(profile("gpu")):
+        put(cache, repo)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        run_stage(lambda: ran.append(1))
+    assert "set -S profiles.gpu.device=cpu" in capsys.readouterr().err and ran == []
