@@ -32,17 +32,21 @@ from cxrlab.evaluation.concepts import (
     write_concept_csvs,
 )
 from cxrlab.models.captioner import (
+    DEFAULT_LORA_TARGETS,
     CaptionerConfig,
     TextConfig,
     VisionConfig,
+    add_lora,
     build_captioner,
     caption_forward,
     encode_captions,
     generate_captions,
     load_captioner,
+    load_kwargs,
     load_minilm_decoder,
     minilm_dir,
     pixel_values,
+    quantization_config,
     save_captioner,
 )
 from cxrlab.training.augment import AugmentConfig
@@ -211,6 +215,80 @@ def test_caption_forward_returns_one_feature_vector_per_image(family):
     width = TINY_VISION.hidden_size if family == "blip" else TINY_TEXT.hidden_size
     assert loss.ndim == 0 and features.shape == (3, width)
     assert torch.allclose(features, tokens.mean(dim=1), atol=1e-6)
+
+
+def test_llava_default_lora_targets_adapt_the_language_model_only():
+    """LLaMA's q/k/v/o and MLP projections get adapters; the CLIP tower's q/k/v_proj not."""
+    torch.manual_seed(0)
+    captioner = build_captioner(tiny_cfg("llava"))
+    add_lora(captioner, rank=2, alpha=4)  # targets: the family's default
+    trainable = [n for n, p in captioner.model.named_parameters() if p.requires_grad]
+    assert trainable and all("language_model" in n and "lora_" in n for n in trainable)
+    for proj in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+        assert any(f".{proj}.lora_A" in n for n in trainable), proj
+    assert DEFAULT_LORA_TARGETS["blip"] == ["query", "value"]
+
+
+def test_llava_prompt_follows_the_tokenizers_chat_template():
+    """LLaMA-3 style: header tokens from the template, the image tokens where <image> was,
+    the caption after the assistant header, ended by the tokenizer's eos token."""
+    captioner = build_captioner(tiny_cfg("llava"))
+    tok = captioner.tokenizer
+    plain = encode_captions(captioner, CAPTIONS[:1])["input_ids"][0].tolist()
+    n = captioner.num_image_tokens
+    image_id = tok.convert_tokens_to_ids("<image>")
+    assert plain[: n + 1] == [image_id] * n + [tok.cls_token_id] and plain[-1] == tok.sep_token_id
+    heads = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    tok.add_special_tokens({"additional_special_tokens": ["<image>", *heads]})
+    tok.eos_token = "<|eot_id|>"
+    tok.chat_template = (
+        "<|begin_of_text|>{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
+        "<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+        "{% endif %}"
+    )
+    enc = encode_captions(captioner, CAPTIONS[:1])
+    ids, labels = enc["input_ids"][0].tolist(), enc["labels"][0].tolist()
+    text = tok.decode(ids)
+    assert text.startswith("<|begin_of_text|> <|start_header_id|> user <|end_header_id|>")
+    first = ids.index(image_id)
+    assert ids[first : first + n] == [image_id] * n and ids.count(image_id) == n
+    assert "assistant <|end_header_id|> pa chest radiograph" in text
+    assert ids[-1] == tok.convert_tokens_to_ids("<|eot_id|>")
+    caption = len(tok(CAPTIONS[0], add_special_tokens=False)["input_ids"]) + 1
+    assert all(v == -100 for v in labels[:-caption]) and labels[-caption:] == ids[-caption:]
+
+
+def test_4bit_loading_is_qlora_nf4_on_the_gpu_only():
+    q = quantization_config()
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.bnb_4bit_compute_dtype == torch.bfloat16
+    assert load_kwargs(tiny_cfg("llava")) == {}
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="load_in_4bit needs a CUDA GPU"):
+            load_kwargs(tiny_cfg("llava", load_in_4bit=True))
+
+
+@pytest.mark.parametrize("family", ["blip", "llava"])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(family):
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        captioner = build_captioner(tiny_cfg(family))
+        model = captioner.model
+        if checkpointing:
+            model.gradient_checkpointing_enable({"use_reentrant": False})
+        model.train()
+        torch.manual_seed(1)  # the same dropout masks in both runs
+        loss = caption_forward(captioner, pixel_values(captioner, tiny_images(2)), CAPTIONS)[0]
+        loss.backward()
+        grads.append(
+            (loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None])
+        )
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    assert len(grads[0][1]) == len(grads[1][1])
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_llava_lora_trains_only_the_adapter_and_reloads_identically(tmp_path):

@@ -108,6 +108,22 @@ def test_gpu_profile_switches_every_model_to_its_hub_id(tmp_path):
     assert samplers["lcm"].steps == params["diffusion"]["generate"]["samplers"]["lcm"]["steps"]
 
 
+def test_gpu_llava_profile_is_the_gpu_profile_with_a_qlora_llava_captioner():
+    params = load_params(REPO / "params.yaml")
+    llava = apply_profile({**params, "profile": "gpu-llava"})
+    gpu = apply_profile({**params, "profile": "gpu"})
+    model, train = llava["captioning"]["model"], llava["captioning"]["train"]
+    assert model["family"] == "llava" and model["load_in_4bit"] is True
+    assert model["pretrained"] == "xtuner/llava-llama-3-8b-v1_1-transformers"
+    assert train["finetune"] == "lora" and train["gradient_checkpointing"] is True
+    assert train.get("lora_targets") is None  # the family's default: LLaMA's projections
+    for section in ("clip", "diffusion", "segmentation", "classifier", "device"):
+        assert llava[section] == gpu[section], section  # inherited from gpu
+    assert {k: v for k, v in llava.items() if k != "captioning"} == {
+        k: v for k, v in gpu.items() if k != "captioning"
+    } | {"profile": "gpu-llava"}
+
+
 def leaves(tree, prefix=()):
     for key, value in tree.items():
         if isinstance(value, dict):
@@ -122,6 +138,7 @@ def test_every_profile_override_reruns_the_stages_that_read_it():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     declared = {name: stage.get("params", []) for name, stage in stages.items()}
     for profile, sections in params["profiles"].items():
+        sections = {k: v for k, v in sections.items() if k != "extends"}  # not a section
         for leaf in leaves(sections):
             dotted = ".".join(leaf)
             readers = [
@@ -144,6 +161,7 @@ def test_every_profile_override_reruns_the_stages_that_read_it():
         ("tpu", {}, "unknown profile 'tpu'; params.yaml defines: cpu, gpu"),
         ("gpu", {"captioning": {"paths": {"model": "x"}}}, "cannot move paths"),
         ("gpu", {"nosuch": {"a": 1}}, "profiles.gpu.nosuch must override a section"),
+        ("gpu", {"extends": "gpu"}, "profiles.gpu.extends: 'gpu' is not another profile"),
     ],
 )
 def test_bad_profiles_are_clear_errors(profile, override, message):

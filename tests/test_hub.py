@@ -53,6 +53,12 @@ def test_the_gpu_profile_lists_every_repository_it_loads(capsys):
     assert [r.repo_id for r in repos(profile("gpu"))] == GPU_REPOS
     assert main(["list", "-p", "gpu", "--params", str(REPO / "params.yaml")]) == 0
     assert capsys.readouterr().out.count("\n") == len(GPU_REPOS)
+    llava = repos(profile("gpu-llava"))
+    assert [r.repo_id for r in llava] == [
+        *GPU_REPOS[:-1],
+        "xtuner/llava-llama-3-8b-v1_1-transformers",
+    ]
+    assert "model.safetensors.index.json" in llava[-1].files
 
 
 def test_an_empty_cache_is_listed_repository_by_repository(cache, capsys):

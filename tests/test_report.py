@@ -195,13 +195,13 @@ def test_gpu_workflow_runs_on_a_real_self_hosted_runner():
     runs = "\n".join(s.get("run", "") for s in job["steps"])
     for command in (
         "dvc pull",
-        "exp run -S profile=gpu",
+        'exp run -S "profile=$PROFILE"',
         "metrics diff origin/main",
         "params diff origin/main",
         "git config user.email",
         "dvc cache dir --local",
     ):
-        assert command in runs, command  # fmt: skip
+        assert command in runs, command
     assert "gh " not in runs  # no gh CLI on self-hosted runners: github-script comments
     assert any(s.get("uses", "").startswith("actions/github-script") for s in job["steps"])
     # the experiment's ref and outputs are pushed, so a clone can `dvc exp pull` them

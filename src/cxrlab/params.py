@@ -396,11 +396,13 @@ def apply_profile(params: dict[str, Any]) -> dict[str, Any]:
     ``profile: cpu`` (the default) is params.yaml as written. Any other profile names a
     mapping under ``profiles`` whose sections are laid over the top-level ones, e.g.
     ``profiles.gpu.captioning.model.pretrained``, or replace a top-level setting such as
-    ``device``. A profile cannot change ``paths``:
-    dvc.yaml reads them from the top-level sections.
+    ``device``. A profile with ``extends: <other>`` is that profile with its own overrides
+    laid over it (``gpu-llava`` is ``gpu`` with the LLaVA captioner). A profile cannot
+    change ``paths``: dvc.yaml reads them from the top-level sections.
 
     Raises:
-        ConfigError: For an unknown profile or an override of a ``paths`` key.
+        ConfigError: For an unknown profile, an ``extends`` loop, or an override of a
+            ``paths`` key.
     """
     name = params.get("profile", "cpu")
     profiles = params.get("profiles") or {}
@@ -409,8 +411,24 @@ def apply_profile(params: dict[str, Any]) -> dict[str, Any]:
     if name not in profiles:
         known = ", ".join(["cpu", *profiles])
         raise ConfigError(f"unknown profile '{name}'; params.yaml defines: {known}.")
+    chain = [name]
+    while "extends" in (profiles[chain[-1]] or {}):
+        base = profiles[chain[-1]]["extends"]
+        if base in chain or base not in profiles:
+            raise ConfigError(f"profiles.{chain[-1]}.extends: '{base}' is not another profile.")
+        chain.append(base)
     out = dict(params)
-    for key, override in (profiles[name] or {}).items():
+    for step in reversed(chain):
+        out = _lay_profile(out, step, profiles[step] or {})
+    return out
+
+
+def _lay_profile(params: dict[str, Any], name: str, profile: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with one profile's overrides laid over its sections (see apply_profile)."""
+    out = dict(params)
+    for key, override in profile.items():
+        if key == "extends":
+            continue
         if key in ("profile", "profiles") or key not in params:
             raise ConfigError(f"profiles.{name}.{key} must override a section of params.yaml.")
         if not isinstance(override, dict):  # a top-level setting such as `device`

@@ -11,7 +11,13 @@ and evaluation code never branches on the family:
 - ``llava``: ``LlavaForConditionalGeneration``. From a config, a tiny CLIP ViT and a
   tiny Llama decoder share MiniLM's WordPiece tokenizer plus an ``<image>`` token.
   With ``pretrained`` (``xtuner/llava-llama-3-8b-v1_1-transformers``) the hub model
-  is used, in 4-bit when ``load_in_4bit`` (needs CUDA and bitsandbytes).
+  is used, in 4-bit when ``load_in_4bit``: QLoRA's nf4 with double quantisation and
+  bf16 compute, on the CUDA GPU (needs bitsandbytes: ``make install-gpu``).
+
+The LLaVA prompt comes from the tokenizer: its chat template when it has one (LLaMA-3's
+header tokens), else its own begin/end tokens (``<|begin_of_text|>``... or BERT's
+[CLS]/[SEP] for the tiny model); one ``<image>`` token per image patch goes where the
+template's user turn starts.
 
 Saved captioners use the Hugging Face layout: ``save_pretrained`` weights and
 tokenizer, ``adapter/`` for a LoRA adapter, and ``cxrlab_captioner.json`` with the
@@ -38,6 +44,13 @@ from cxrlab.utils import atomic_path
 CONFIG_FILE = "cxrlab_captioner.json"
 IMAGE_TOKEN = "<image>"
 FAMILIES = ("blip", "llava")
+# peft LoRA targets when captioning.train.lora_targets is not given: BLIP's text decoder
+# attention, or the LLaMA language model's attention and MLP projections (a regex, so
+# the CLIP vision tower's own q_proj/k_proj/v_proj stay frozen).
+DEFAULT_LORA_TARGETS: dict[str, str | list[str]] = {
+    "blip": ["query", "value"],
+    "llava": r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+}
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,8 @@ class CaptionerConfig:
         prompt: The instruction the LLaVA family sees before the caption. Beam search's
             ``no_repeat_ngram_size`` also counts the prompt's n-grams, so keep report
             phrases (such as "chest radiograph") out of it.
-        load_in_4bit: Load a pretrained LLaVA quantised to 4 bits (CUDA only).
+        load_in_4bit: Load a pretrained LLaVA quantised to 4 bits (nf4, double
+            quantisation, bf16 compute), on the CUDA GPU.
     """
 
     family: str = "blip"
@@ -94,7 +108,8 @@ class CaptionerConfig:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ConfigError(
-                f"captioning.model.family is '{self.family}'; expected one of {', '.join(FAMILIES)}."
+                f"captioning.model.family is '{self.family}'; "
+                f"expected one of {', '.join(FAMILIES)}."
             )
 
 
@@ -266,14 +281,7 @@ def _load_pretrained(cfg: CaptionerConfig, source: str | Path) -> Captioner:
     else:
         from transformers import LlavaForConditionalGeneration
 
-        kwargs: dict[str, Any] = {}
-        if cfg.load_in_4bit:
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16
-            )
-        model = LlavaForConditionalGeneration.from_pretrained(source, **kwargs)
+        model = LlavaForConditionalGeneration.from_pretrained(source, **load_kwargs(cfg))
         patch = model.config.vision_config.patch_size
         cfg = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, patch_size=patch))
     return Captioner(
@@ -281,10 +289,59 @@ def _load_pretrained(cfg: CaptionerConfig, source: str | Path) -> Captioner:
     )
 
 
-def add_lora(captioner: Captioner, rank: int, alpha: float, targets: list[str]) -> None:
-    """Wrap the model in a peft LoRA on the ``targets`` modules; the rest is frozen."""
-    from peft import LoraConfig, get_peft_model
+def quantization_config():
+    """QLoRA's 4-bit setting: nf4 weights, double quantisation, bf16 compute."""
+    from transformers import BitsAndBytesConfig
 
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def load_kwargs(cfg: CaptionerConfig) -> dict[str, Any]:
+    """``from_pretrained`` arguments: none, or the 4-bit base placed on the CUDA GPU.
+
+    Raises:
+        ConfigError: If ``load_in_4bit`` is set and torch sees no CUDA GPU.
+    """
+    if not cfg.load_in_4bit:
+        return {}
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "captioning.model.load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit); "
+            "this machine has none."
+        )
+    return {
+        "quantization_config": quantization_config(),
+        "device_map": {"": torch.cuda.current_device()},
+        "torch_dtype": torch.bfloat16,
+    }
+
+
+def is_quantized(model: torch.nn.Module) -> bool:
+    """Whether the weights are bitsandbytes-quantised (placed at load; never ``.to()``)."""
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "hf_quantizer", None))
+
+
+def add_lora(
+    captioner: Captioner, rank: int, alpha: float, targets: list[str] | str | None = None
+) -> None:
+    """Wrap the model in a peft LoRA on the ``targets`` modules; the rest is frozen.
+
+    ``targets`` None takes the family's default (:data:`DEFAULT_LORA_TARGETS`). A
+    quantised base is prepared for k-bit training first (norms in fp32, inputs that
+    carry gradients).
+    """
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    targets = DEFAULT_LORA_TARGETS[captioner.cfg.family] if targets is None else targets
+    if is_quantized(captioner.model):
+        captioner.model = prepare_model_for_kbit_training(
+            captioner.model, use_gradient_checkpointing=False
+        )
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets)
     captioner.model = get_peft_model(captioner.model, config)
 
@@ -338,10 +395,10 @@ def load_captioner(directory: str | Path) -> Captioner:
     base = directory if (directory / "config.json").is_file() else cfg.pretrained
     if cfg.family == "blip":
         model = BlipForConditionalGeneration.from_pretrained(base)
-    else:
+    else:  # an adapter goes back onto the base it was trained on: 4-bit on the GPU
         from transformers import LlavaForConditionalGeneration
 
-        model = LlavaForConditionalGeneration.from_pretrained(base)
+        model = LlavaForConditionalGeneration.from_pretrained(base, **load_kwargs(cfg))
     if (directory / "adapter").is_dir():
         from peft import PeftModel
 
@@ -363,11 +420,35 @@ def pixel_values(captioner: Captioner, images: np.ndarray | torch.Tensor) -> tor
 
 
 def _prefix_ids(captioner: Captioner) -> list[int]:
-    """LLaVA's prompt: one ``<image>`` token per patch, then [CLS] and the instruction."""
+    """LLaVA's prompt, up to where the caption starts.
+
+    With a chat template (LLaMA-3): the template's user turn holding ``<image>`` and the
+    instruction, then the assistant header, with the one ``<image>`` token repeated once
+    per image patch. Without one (the tiny MiniLM tokenizer): the image tokens, the
+    tokenizer's begin token (BERT's [CLS]) and the instruction.
+    """
     tok = captioner.tokenizer
     image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+    image = [image_id] * captioner.num_image_tokens
+    if getattr(tok, "chat_template", None):
+        turn = [{"role": "user", "content": f"{IMAGE_TOKEN}\n{captioner.cfg.prompt}"}]
+        text = tok.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        at = ids.index(image_id)
+        return ids[:at] + image + ids[at + 1 :]
+    begin = tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id
     prompt = tok(captioner.cfg.prompt, add_special_tokens=False)["input_ids"]
-    return [image_id] * captioner.num_image_tokens + [tok.cls_token_id] + prompt
+    return image + [begin] + prompt
+
+
+def _end_id(tokenizer: Any) -> int:
+    """The token that ends a caption: the tokenizer's end token (BERT: [SEP])."""
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+
+
+def _pad_id(tokenizer: Any) -> int:
+    """Padding: the tokenizer's pad token, or its end token (LLaMA-3 has no pad token)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _end_id(tokenizer)
 
 
 def encode_captions(captioner: Captioner, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -389,9 +470,9 @@ def encode_captions(captioner: Captioner, texts: list[str]) -> dict[str, torch.T
         return {"input_ids": ids, "attention_mask": enc["attention_mask"], "labels": labels}
     prefix = _prefix_ids(captioner)
     body = tok(texts, add_special_tokens=False, truncation=True, max_length=cfg.max_length - 1)
-    rows = [prefix + ids + [tok.sep_token_id] for ids in body["input_ids"]]
+    rows = [prefix + ids + [_end_id(tok)] for ids in body["input_ids"]]
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    ids = torch.full((len(rows), width), _pad_id(tok), dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, row in enumerate(rows):
         ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
@@ -439,7 +520,7 @@ def _projector(model: torch.nn.Module) -> torch.nn.Module:
 
 @torch.no_grad()
 def sentence_embeddings(texts: list[str], batch_size: int = 64) -> torch.Tensor:
-    """MiniLM-L6 sentence embeddings (mean-pooled, L2-normalised), as all-MiniLM-L6-v2 makes them."""
+    """MiniLM-L6 sentence embeddings (mean-pooled, L2-normalised), as all-MiniLM-L6-v2 does."""
     from transformers import AutoTokenizer, BertModel
 
     tok = AutoTokenizer.from_pretrained(minilm_dir())
@@ -474,7 +555,7 @@ def generate_captions(
         prefix = torch.tensor([_prefix_ids(captioner)] * len(pixels), device=pixels.device)
         out = model.generate(
             input_ids=prefix, attention_mask=torch.ones_like(prefix), pixel_values=pixels,
-            eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id, **kwargs,
+            eos_token_id=_end_id(tok), pad_token_id=_pad_id(tok), **kwargs,
         )[:, prefix.shape[1] :]  # fmt: skip
     return [t.strip() for t in tok.batch_decode(out.cpu(), skip_special_tokens=True)]
 

@@ -23,6 +23,7 @@ from cxrlab.models.captioner import (
     caption_forward,
     caption_loss,
     generate_captions,
+    is_quantized,
     pixel_values,
     pretrained_weights,
     sentence_embeddings,
@@ -41,7 +42,11 @@ class CaptionTrainConfig:
 
     Attributes:
         finetune: ``full`` trains every weight; ``lora`` only a peft LoRA adapter.
-        lora_rank, lora_alpha, lora_targets: The adapter, when ``finetune`` is lora.
+        lora_rank, lora_alpha, lora_targets: The adapter, when ``finetune`` is lora;
+            ``lora_targets`` null takes the family's modules (BLIP's query/value, LLaMA's
+            q/k/v/o and MLP projections: ``DEFAULT_LORA_TARGETS``).
+        gradient_checkpointing: Recompute activations in the backward pass instead of
+            keeping them (less memory, about a third more time); the gpu-llava profile's.
         epochs, batch_size, lr, weight_decay, warmup_frac: AdamW with linear warmup
             over ``warmup_frac`` of the steps, then linear decay to 0.
         pretrained_lr_scale: The learning rate of weights that start pretrained (the
@@ -61,7 +66,8 @@ class CaptionTrainConfig:
     finetune: Literal["full", "lora"] = "full"
     lora_rank: int = 16
     lora_alpha: float = 32.0
-    lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    lora_targets: list[str] | None = None
+    gradient_checkpointing: bool = False
     epochs: int = 16
     batch_size: int = 16
     lr: float = 1e-3
@@ -137,16 +143,20 @@ def train_captioner(
         on_epoch: Called with each epoch's metrics.
     """
     pretrained = pretrained_weights(captioner)
+    if cfg.gradient_checkpointing:
+        captioner.model.gradient_checkpointing_enable({"use_reentrant": False})
     if cfg.finetune == "lora":
         add_lora(captioner, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
     model = captioner.model
+    quantized = is_quantized(model)  # placed on the GPU when loaded; .to() is refused
     x_train, texts = pixel_values(captioner, train[0]), list(train[1])
     targets = sentence_embeddings(texts) if cfg.align_weight else None
     if targets is not None:
         width = caption_forward(captioner, x_train[:1], texts[:1])[1].shape[-1]
         model.align_head = torch.nn.Linear(width, targets.shape[1])
     x_val, val_texts = pixel_values(captioner, val[0]), list(val[1])
-    model.to(device())
+    if not quantized:
+        model.to(device())
     targets = targets.to(device()) if targets is not None else None
     steps = -(-len(texts) // cfg.batch_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -205,5 +215,6 @@ def train_captioner(
     )  # fmt: skip
     if targets is not None:
         del model.align_head
-    model.to("cpu")
+    if not quantized:
+        model.to("cpu")
     return result
