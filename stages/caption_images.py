@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrlab.data.captions import load_caption_data
-from cxrlab.models.captioner import generate_captions, load_captioner, pixel_values
+from cxrlab.models.captioner import generate_captions, is_quantized, load_captioner, pixel_values
 from cxrlab.params import load_section
 from cxrlab.training.checkpoint import fingerprint
 from cxrlab.training.distributed import device
@@ -33,7 +33,8 @@ def main() -> None:
     test = (pairs["split"] == "test").to_numpy()
     pairs, images = pairs[test].reset_index(drop=True), images[test]
     captioner = load_captioner(paths.model)
-    captioner.model.to(device())
+    if not is_quantized(captioner.model):  # a 4-bit base is loaded onto the GPU already
+        captioner.model.to(device())
     row_of = {name: i for i, name in enumerate(pairs["image"])}
 
     def caption(batch: list[str]) -> list[str]:
