@@ -4,7 +4,7 @@ import pytest
 
 from cxrlab.config import load_params
 from cxrlab.errors import DataError
-from cxrlab.hub import check_offline, main, report, repos
+from cxrlab.hub import _pinned, check_offline, main, report, repos
 from cxrlab.params import apply_profile
 from cxrlab.utils import run_stage
 from tests.conftest import REPO
@@ -33,12 +33,13 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "hub"
 
 
-def put(cache, repo) -> None:
-    """Write the repo's files in hub layout (refs/main, or a pinned revision's snapshot)."""
-    commit = repo.revision or "0" * 40
+def put(cache, repo, pinned: str | None = None) -> None:
+    """Write the repo's files in hub layout: refs/main, or only a pinned revision's snapshot."""
+    commit = pinned or "0" * 40
     root = cache / f"models--{repo.repo_id.replace('/', '--')}"
     (root / "refs").mkdir(parents=True, exist_ok=True)
-    (root / "refs" / "main").write_text(commit)
+    if not pinned:
+        (root / "refs" / "main").write_text(commit)
     for name in repo.files:
         (root / "snapshots" / commit / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "snapshots" / commit / name).write_text("{}")
@@ -74,8 +75,8 @@ def test_an_empty_cache_is_listed_repository_by_repository(cache, capsys):
 
 def test_a_filled_cache_passes_and_one_missing_file_is_named(cache):
     params = profile("gpu")
-    for repo in repos(params):
-        put(cache, repo)
+    for repo in repos(params):  # smp's encoder as smp downloads it: at its pinned revision
+        put(cache, repo, "1" * 40 if repo.repo_id.startswith("smp-hub/") else None)
     assert report(params) == []
     check_offline(params)
     sd = cache / "models--stable-diffusion-v1-5--stable-diffusion-v1-5" / "snapshots" / ("0" * 40)
@@ -104,3 +105,13 @@ def test_a_stage_on_the_gpu_profile_stops_first(cache, tmp_path, monkeypatch, ca
     with pytest.raises(SystemExit):
         run_stage(lambda: ran.append(1))
     assert "set -S profiles.gpu.device=cpu" in capsys.readouterr().err and ran == []
+
+
+def test_download_asks_for_the_revision_smp_pins():
+    from segmentation_models_pytorch.encoders import encoders
+
+    smp = next(r for r in repos(profile("gpu")) if r.repo_id.startswith("smp-hub/"))
+    settings = encoders["resnet18"]["pretrained_settings"]["imagenet"]
+    assert smp.revision is None  # the check needs no smp import
+    assert _pinned(smp).repo_id == settings["repo_id"] == smp.repo_id
+    assert _pinned(smp).revision == settings["revision"]

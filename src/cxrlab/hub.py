@@ -65,17 +65,31 @@ def _captioner_files(family: str) -> tuple[str, ...]:
             "tokenizer_config.json")  # fmt: skip
 
 
+SMP_PARAM = "segmentation.model.encoder_weights"
+
+
 def _smp_repo(encoder: str, weights: str) -> Repo:
+    """The smp encoder's repository; the revision smp pins is read only at download.
+
+    Importing smp costs seconds: too slow for the check every stage runs first.
+    """
+    return Repo(f"smp-hub/{encoder}.{weights}", ("config.json", "model.safetensors"), SMP_PARAM)
+
+
+def _pinned(repo: Repo) -> Repo:
+    """``repo`` with the revision its loader pins (smp's encoders pin one)."""
+    if repo.param != SMP_PARAM:
+        return repo
     from segmentation_models_pytorch.encoders import encoders
 
+    encoder, weights = repo.repo_id.removeprefix("smp-hub/").split(".", 1)
     try:
         settings = encoders[encoder]["pretrained_settings"][weights]
     except KeyError as exc:
         raise ConfigError(
             f"segmentation.model: smp has no '{weights}' weights for encoder '{encoder}'."
         ) from exc
-    return Repo(settings["repo_id"], ("config.json", "model.safetensors"),
-                "segmentation.model.encoder_weights", settings.get("revision"))  # fmt: skip
+    return Repo(settings["repo_id"], repo.files, repo.param, settings.get("revision"))
 
 
 def repos(params: dict[str, Any]) -> list[Repo]:
@@ -106,16 +120,22 @@ def repos(params: dict[str, Any]) -> list[Repo]:
 
 
 def missing(repo: Repo) -> list[str]:
-    """The files of ``repo`` the local Hugging Face cache does not hold."""
-    from huggingface_hub import try_to_load_from_cache
+    """The files of ``repo`` the local Hugging Face cache does not hold.
 
-    return [
-        name
-        for name in repo.files
-        if not isinstance(
-            try_to_load_from_cache(repo.repo_id, name, revision=repo.revision), str
-        )  # fmt: skip
-    ]
+    Without a pinned revision, a file in any cached snapshot counts (a cache filled at
+    a pinned revision, as smp's encoders are, has no ``main`` ref).
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{repo.repo_id.replace('/', '--')}"
+    gone = []
+    for name in repo.files:
+        if isinstance(try_to_load_from_cache(repo.repo_id, name, revision=repo.revision), str):
+            continue
+        if repo.revision is None and any((folder / "snapshots").glob(f"*/{name}")):
+            continue
+        gone.append(name)
+    return gone
 
 
 def report(params: dict[str, Any]) -> list[str]:
@@ -156,7 +176,7 @@ def download(params: dict[str, Any]) -> None:
     """Fetch every repository the profile loads into the cache (HF_HOME)."""
     from huggingface_hub import snapshot_download
 
-    for repo in repos(params):
+    for repo in map(_pinned, repos(params)):
         path = snapshot_download(repo.repo_id, revision=repo.revision)
         print(f"{repo.repo_id}: {path}")
 
