@@ -81,7 +81,11 @@ def test_lora_sweep_reads_every_experiment_of_dvc_exp_show(tmp_path):
     baseline = node("main", 200, 10.0)
     kept = {"data": {"kept": {"kept_step": 200, "val_loss": 0.1, "diverged": 0}}}
     baseline["data"]["metrics"]["metrics/diffusion/train_lora/metrics.json"] = kept
-    baseline["experiments"] = [{"revs": [node("exp-a", 1000, 12.0), node("exp-b", 500, 11.0)]}]
+    baseline["experiments"] = [
+        {"executor": {"state": "success"}, "revs": [node("exp-a", 1000, 12.0)]},
+        {"revs": [node("exp-b", 500, 11.0)]},
+        {"executor": {"state": "running"}, "revs": [node("exp-c", 2000, 1.0)]},  # left out
+    ]
     shown = [{"rev": "workspace", "name": None, "data": {"params": {}, "metrics": {}}}, baseline]
     rows = [r for r in (row(r, "lora.steps") for r in runs(shown)) if r]
     assert sorted((r["name"], r["lora.steps"], r["val_domain_fid"]) for r in rows) == [

@@ -25,9 +25,16 @@ KEPT = "metrics/diffusion/train_lora/metrics.json"  # train_lora's dvclive summa
 
 
 def runs(tree: Any) -> list[dict[str, Any]]:
-    """Every node of `dvc exp show --json` output that carries params and metrics."""
+    """Every node of `dvc exp show --json` output that carries params and metrics.
+
+    Queued, running and failed experiments are left out: until they succeed, their node
+    shows the baseline's metrics.
+    """
     found = []
     if isinstance(tree, dict):
+        state = (tree.get("executor") or {}).get("state", "success")
+        if state != "success":
+            return []
         data = tree.get("data")
         if isinstance(data, dict) and data.get("params") and data.get("metrics"):
             found.append({"name": tree.get("name") or data.get("name") or tree.get("rev"),
