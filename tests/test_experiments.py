@@ -86,7 +86,8 @@ def test_lora_sweep_reads_every_experiment_of_dvc_exp_show(tmp_path):
         {"revs": [node("exp-b", 500, 11.0)]},
         {"executor": {"state": "running"}, "revs": [node("exp-c", 2000, 1.0)]},  # left out
     ]
-    shown = [{"rev": "workspace", "name": None, "data": {"params": {}, "metrics": {}}}, baseline]
+    workspace = {"rev": "workspace", "name": None, "data": node("ws", 200, 10.0)["data"]}
+    shown = [workspace, baseline]  # the workspace repeats its baseline: left out
     rows = [r for r in (row(r, "lora.steps") for r in runs(shown)) if r]
     assert sorted((r["name"], r["lora.steps"], r["val_domain_fid"]) for r in rows) == [
         ("exp-a", 1000, 12.0), ("exp-b", 500, 11.0), ("main", 200, 10.0)]  # fmt: skip

@@ -36,6 +36,8 @@ def runs(tree: Any) -> list[dict[str, Any]]:
         if state != "success":
             return []
         data = tree.get("data")
+        if tree.get("rev") == "workspace":  # uncommitted; its baseline commit is listed too
+            data = None
         if isinstance(data, dict) and data.get("params") and data.get("metrics"):
             found.append({"name": tree.get("name") or data.get("name") or tree.get("rev"),
                           **data})  # fmt: skip
