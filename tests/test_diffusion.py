@@ -1,5 +1,6 @@
 """The Stable Diffusion parts at tiny sizes: training steps, LoRA round trips, LCM, metrics."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -31,6 +32,7 @@ from cxrlab.models.diffusion import (
     to_rgb,
     use_sampler,
 )
+from cxrlab.params import load_section
 from cxrlab.training.diffusion import (
     BaseTrainConfig,
     ConsistencySolver,
@@ -43,6 +45,7 @@ from cxrlab.training.diffusion import (
     train_lora,
     train_vae,
 )
+from tests.conftest import REPO
 
 TINY = DiffusionConfig(
     resolution=16,
@@ -314,8 +317,10 @@ def test_lora_holds_for_five_times_the_default_steps(pipe, images, seed):
     within 1.5x its best and the kept adapter is not marked diverged."""
     z = encode_latents(pipe.vae, to_rgb(images, 16))
     cond = make_conditioning(pipe, ["normal lungs", "pneumonia"] * (len(z) // 2))
-    default = LoraTrainConfig()
-    cfg = LoraTrainConfig(seed=seed, steps=5 * default.steps, eval_every=100, batch_size=4)
+    default = load_section("lora", REPO / "params.yaml")  # the pipeline's lora params
+    steps = 5 * default.steps
+    cfg = dataclasses.replace(default, seed=seed, steps=steps, eval_every=steps // 10,
+                              batch_size=4)  # fmt: skip
     assert (cfg.lr, cfg.schedule, cfg.max_grad_norm) == (default.lr, default.schedule, 1.0)
     result = train_lora(pipe.unet, pipe.scheduler, z, cond, z[:8], cond, cfg)
     val = [row["val_loss"] for row in result.history]
