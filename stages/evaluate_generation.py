@@ -1,16 +1,19 @@
-"""Stage evaluate_generation: domain FID, class agreement, diversity and speed.
+"""Stage evaluate_generation: domain FID, class agreement, diversity, speed and grids.
 
-Scores every sampler x variant that generate_images wrote with the project's own
+Scores every sampler x variant that generate_base and generate_lora wrote with the project's own
 PneumoniaMNIST classifier: Fréchet distance of its penultimate features against
 the real test images (and, as ``val_domain_fid``, against the real val images: the one
 to choose params by), the share of images it assigns to the prompted class, and mean
 pairwise feature distance; and the share of saturated pixels (black-and-white
 noise from a destroyed adapter is mostly that). Real images pass through the same resize to the
 generation resolution and back. References: real val vs real test, and test
-images reconstructed by the VAE (the autoencoder's floor).
+images reconstructed by the VAE (the autoencoder's floor). Each sampler's grid shows real
+test images and the first ``grid_columns`` per class of both variants (same seeds).
 
-Inputs:  ``diffusion.paths.{generated,classifier,base,data}``.
-Outputs: ``diffusion.paths.metrics`` (generation.json); ``<figures>/scores.png``.
+Inputs:  ``diffusion.paths.{generated,classifier,base,data}``; params
+         ``diffusion.generate`` (samplers, grid_columns).
+Outputs: ``diffusion.paths.metrics`` (generation.json); ``<figures>/scores.png`` and
+         ``<figures>/<sampler>_grid.png``.
 """
 
 import json
@@ -32,10 +35,11 @@ from cxrlab.evaluation.generation import (
 from cxrlab.models.classifier import embed, load_classifier, predict_proba
 from cxrlab.models.diffusion import reconstruct
 from cxrlab.params import load_section
-from cxrlab.reporting.generation import plot_generation_scores
+from cxrlab.reporting.generation import plot_generation_scores, save_sample_grid
 from cxrlab.utils import run_stage, write_json
 
 log = logging.getLogger("evaluate_generation")
+VARIANTS = ("base", "lora")
 
 
 def main() -> None:
@@ -53,18 +57,23 @@ def main() -> None:
     real = {s: to_uint8(to_tensor(splits[s].images, res)) for s in ("val", "test")}
     real_test, _ = features(real["test"])
     real_val, _ = features(real["val"])
-    speed = _read_json(Path(paths.generated) / "speed.json")
     scores: dict[str, dict[str, dict[str, float]]] = {}
-    for key in speed:
-        sampler, variant = key.rsplit("_", 1)
-        with np.load(Path(paths.generated) / f"{key}.npz") as npz:
-            images, labels = npz["images"], npz["labels"]
-        feats, prob = features(images)
-        row = score_set(feats, prob, labels, real_test, CLASS_NAMES) | speed[key]
-        row["val_domain_fid"] = frechet_distance(feats, real_val)  # for choices (test: report)
-        row["saturated"] = saturated_fraction(images)
-        scores.setdefault(sampler, {})[variant] = row
-        log.info("%s: %s", key, {k: round(v, 4) for k, v in row.items()})
+    generated: dict[str, dict[str, np.ndarray]] = {}
+    for variant in VARIANTS:
+        folder = Path(paths.generated) / variant
+        speed = _read_json(folder / "speed.json")
+        for sampler in speed:
+            with np.load(folder / f"{sampler}.npz") as npz:
+                images, labels = npz["images"], npz["labels"]
+            feats, prob = features(images)
+            row = score_set(feats, prob, labels, real_test, CLASS_NAMES) | speed[sampler]
+            row["val_domain_fid"] = frechet_distance(feats, real_val)  # choose on this
+            row["saturated"] = saturated_fraction(images)
+            scores.setdefault(sampler, {})[variant] = row
+            generated.setdefault(sampler, {})[variant] = images
+            log.info("%s %s: %s", sampler, variant, {k: round(v, 4) for k, v in row.items()})
+    for sampler, images in generated.items():
+        _save_grid(sampler, images, labels, splits["test"], params.generate, paths.figures)
     reference = {
         "val_vs_test_fid": frechet_distance(real_val, real_test),
         "vae_reconstruction_fid": frechet_distance(
@@ -81,9 +90,25 @@ def main() -> None:
     log.info("reference %s; wrote %s", reference, paths.metrics)
 
 
+def _save_grid(sampler, images: dict, labels, real, cfg, figures) -> None:
+    """Real test images, then each variant's, one row per class, same seeds per row."""
+    n, sampling = cfg.grid_columns, cfg.samplers[sampler]
+    rows = [
+        (f"real: {name}", real.images[real.labels == c][:n]) for c, name in enumerate(CLASS_NAMES)
+    ]
+    rows += [
+        (f"{variant}: {name}", images[variant][labels == c][:n])
+        for variant in images
+        for c, name in enumerate(CLASS_NAMES)
+    ]
+    title = f"{sampler}, {sampling.steps} steps, guidance {sampling.guidance_scale} (same seeds)"
+    save_sample_grid(rows, title, Path(figures) / f"{sampler}_grid.png")
+
+
 def _read_json(path: Path) -> dict:
     if not path.is_file():
-        raise DataError(f"{path} not found: run the generate_images stage first.")
+        stage = f"generate_{path.parent.name}"
+        raise DataError(f"{path} not found: run the {stage} stage first.")
     return json.loads(path.read_text())
 
 

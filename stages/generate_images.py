@@ -1,30 +1,32 @@
-"""Stage generate_images: images per class prompt, each sampler, with and without the LoRA.
+"""Stages generate_base and generate_lora: images per class prompt, for each sampler.
 
-For every sampler in ``diffusion.generate.samplers`` (LCM with the LCM-LoRA, and a
-DDIM baseline on the same base) and both variants (``base``: no fine-tuned LoRA;
-``lora``: with it), generates ``per_prompt`` images for each class caption of
-``clip.subset.text`` from fixed seeds, and times it. The LoRAs are fused into the
-UNet's weights before sampling, so they cost nothing per step.
+``python stages/generate_images.py VARIANT``, with VARIANT ``base`` (the diffusion base
+alone) or ``lora`` (with the class LoRA fused in). For every sampler in
+``diffusion.generate.samplers`` (LCM with the LCM-LoRA, and a DDIM baseline on the same
+base) it generates ``per_prompt`` images for each class caption of ``clip.subset.text``
+from fixed seeds (the same for both variants), and times it. The LoRAs are fused into
+the UNet's weights before sampling, so they cost nothing per step. The two variants are
+separate stages so that an experiment on the class LoRA (``-S lora.steps=1000``) does
+not regenerate the base model's images.
 
-Inputs:  ``diffusion.paths.{base,lcm_lora,lora}``, ``diffusion.paths.data`` (real images
-         for the grids); params ``diffusion.generate``, ``diffusion.model.resolution``,
-         ``clip.subset.text``.
-Outputs: ``diffusion.paths.generated``: ``<sampler>_<variant>.npz`` (images uint8, labels)
-         and ``speed.json``; ``<diffusion.paths.figures>/<sampler>_grid.png``.
+Inputs:  ``diffusion.paths.{base,lcm_lora}`` and, for ``lora``, ``diffusion.paths.lora``;
+         params ``diffusion.generate``, ``diffusion.model.resolution``, ``clip.subset.text``.
+Outputs: ``<diffusion.paths.generated>/<VARIANT>/``: ``<sampler>.npz`` (images uint8,
+         labels) and ``speed.json``.
 """
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
+from cxrlab.data.pneumoniamnist import CLASS_NAMES
 from cxrlab.errors import ConfigError
 from cxrlab.models.diffusion import check_lora_record, load_variant, sample_images, use_sampler
 from cxrlab.params import load_section
-from cxrlab.reporting.generation import save_sample_grid
 from cxrlab.utils import atomic_path, run_stage, seed_everything
 
 log = logging.getLogger("generate_images")
@@ -32,7 +34,10 @@ VARIANTS = ("base", "lora")
 
 
 def main() -> None:
-    """Generate every sampler x variant x prompt and save images, speeds and grids."""
+    """Generate every sampler x prompt for the variant named on the command line."""
+    if len(sys.argv) != 2 or sys.argv[1] not in VARIANTS:
+        raise ConfigError(f"usage: generate_images.py VARIANT, with VARIANT one of {VARIANTS}.")
+    variant = sys.argv[1]
     params, captions = load_section("diffusion"), load_section("clip").subset.text
     paths, cfg, res = params.paths, params.generate, params.model.resolution
     seed_everything(cfg.seed)
@@ -41,45 +46,28 @@ def main() -> None:
     missing = [c for c in CLASS_NAMES if not captions.get(c)]
     if missing:
         raise ConfigError(f"clip.subset.text has no caption for class '{missing[0]}'.")
-    check_lora_record(paths.lora)  # never sample from an adapter that diverged
-    real = load_pneumoniamnist(paths.data)["test"]
+    if variant == "lora":
+        check_lora_record(paths.lora)  # never sample from an adapter that diverged
     speed, out = {}, {}
     for sampler, sampling in cfg.samplers.items():
-        rows = []
-        for variant in VARIANTS:
-            adapters = {"lcm": (paths.lcm_lora, 1.0)} if sampler == "lcm" else {}
-            if variant == "lora":
-                adapters["lora"] = (paths.lora, cfg.lora_scale)
-            pipe = load_variant(paths.base, adapters)
-            use_sampler(pipe, sampler, dict(pipe.scheduler.config))
-            key = f"{sampler}_{variant}"
-            images, speed[key] = _generate(pipe, sampling, captions, cfg, res)
-            out[key] = np.concatenate(images)
-            rows += [
-                (f"{variant}: {n}", im[: cfg.grid_columns])
-                for n, im in zip(CLASS_NAMES, images, strict=True)
-            ]
-            log.info("%s: %.2f images/s", key, speed[key]["images_per_s"])
-        real_rows = [
-            (f"real: {name}", real.images[real.labels == c][: cfg.grid_columns])
-            for c, name in enumerate(CLASS_NAMES)
-        ]
-        save_sample_grid(
-            real_rows + rows,
-            f"{sampler}, {sampling.steps} steps, guidance {sampling.guidance_scale} "
-            "(same seeds with and without the LoRA)",
-            Path(paths.figures) / f"{sampler}_grid.png",
-        )
+        adapters = {"lcm": (paths.lcm_lora, 1.0)} if sampler == "lcm" else {}
+        if variant == "lora":
+            adapters["lora"] = (paths.lora, cfg.lora_scale)
+        pipe = load_variant(paths.base, adapters)
+        use_sampler(pipe, sampler, dict(pipe.scheduler.config))
+        out[sampler], speed[sampler] = _generate(pipe, sampling, captions, cfg, res)
+        log.info("%s %s: %.2f images/s", sampler, variant, speed[sampler]["images_per_s"])
     labels = np.repeat(np.arange(len(CLASS_NAMES)), cfg.per_prompt)
-    with atomic_path(paths.generated) as tmp:
+    dest = Path(paths.generated) / variant
+    with atomic_path(dest) as tmp:
         tmp.mkdir(parents=True)
-        for key, images in out.items():
-            np.savez_compressed(tmp / f"{key}.npz", images=images, labels=labels)
+        for sampler, images in out.items():
+            np.savez_compressed(tmp / f"{sampler}.npz", images=images, labels=labels)
         (tmp / "speed.json").write_text(json.dumps(speed, indent=2) + "\n")
-    log.info("saved %s", paths.generated)
+    log.info("saved %s", dest)
 
 
-def _generate(pipe, sampling, captions, cfg, res) -> tuple[list[np.ndarray], dict]:
+def _generate(pipe, sampling, captions, cfg, res) -> tuple[np.ndarray, dict]:
     """``per_prompt`` images per class caption (seed ``seed + class``), and the speed."""
 
     def run(c: int, n: int) -> np.ndarray:
@@ -92,7 +80,7 @@ def _generate(pipe, sampling, captions, cfg, res) -> tuple[list[np.ndarray], dic
     start = time.perf_counter()
     images = [run(c, cfg.per_prompt) for c in range(len(CLASS_NAMES))]
     seconds = time.perf_counter() - start
-    return images, {"images_per_s": len(CLASS_NAMES) * cfg.per_prompt / seconds}
+    return np.concatenate(images), {"images_per_s": len(CLASS_NAMES) * cfg.per_prompt / seconds}
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ kept, and stops a run that diverges with one line naming the step and what to ch
 Inputs:  ``diffusion.paths.base``, ``diffusion.paths.subset``, ``diffusion.paths.data``
          (val images); params ``lora``, ``diffusion.model.resolution``, ``clip.subset.text``.
 Outputs: ``diffusion.paths.lora`` (``pytorch_lora_weights.safetensors``, diffusers format,
-         and ``cxrlab_lora.json``: the training record generate_images checks);
+         and ``cxrlab_lora.json``: the training record generate_lora checks);
          ``<diffusion.paths.live>/train_lora`` (curves; ``kept``: the record);
          ``<figures>/lora_training.png``.
 """

@@ -23,6 +23,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end tests first: under xdist the longest group must start at once."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+
+
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 

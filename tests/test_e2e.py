@@ -16,7 +16,8 @@ from cxrlab.reporting.html import find_chromium, render_in_chromium
 from tests.conftest import REPO, SHARED_DATA
 from tests.test_report import SCREENSHOTS
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# One xdist group: the tests share the module's repository, so one worker runs them all.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 
 def run(cmd, cwd, env):
@@ -201,7 +202,7 @@ def test_readme_usage_block_runs_as_written(repo):
     path = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != venv)
     out = run(["bash", "-e", "-c", block], root, {**env, "PATH": path}).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"train_lora", "generate_images", "evaluate_generation", "report"}, out
+    assert ran == {"train_lora", "generate_lora", "evaluate_generation", "report"}, out
     assert "lcm.lora.class_agreement" in out  # dvc metrics diff compared the experiment
     assert (root / "dvc_plots/index.html").is_file()
     # 1000 steps, 100x the e2e default, with the default lr and schedule: the run held

@@ -3,6 +3,7 @@
 import json
 import runpy
 import shutil
+import sys
 
 import pytest
 import yaml
@@ -40,8 +41,6 @@ def test_classifier_stages_chain_on_tiny_data(workdir):
     paths = params["classifier"]["paths"]
     # The real pneumoniamnist checksums reject the synthetic file: use a toy checksum set.
     with pytest.raises(SystemExit) as exit_info:
-        import sys
-
         sys.argv = ["fetch_data.py", "pneumoniamnist"]
         from cxrlab.utils import run_stage
 
@@ -221,7 +220,7 @@ def diffusion_workdir(root, params):
     return d["paths"]
 
 
-def test_diffusion_stages_chain_on_tiny_data(workdir):
+def test_diffusion_stages_chain_on_tiny_data(workdir, monkeypatch):
     root, params = workdir
     paths = diffusion_workdir(root, params)
     for stage in ("train_vae", "train_diffusion_base", "train_lcm_lora", "train_lora"):
@@ -232,15 +231,24 @@ def test_diffusion_stages_chain_on_tiny_data(workdir):
     assert pipe.vae.config.scaling_factor != 1.0  # set from the latents' spread
     for lora in ("lcm_lora", "lora"):
         pipe.load_lora_weights(root / paths[lora], adapter_name=lora)
-    stage_main("generate_images")()
+    generate = stage_main("generate_images")
+    for variant in ("base", "lora"):
+        monkeypatch.setattr(sys, "argv", ["generate_images.py", variant])
+        generate()
     stage_main("evaluate_generation")()
 
-    speed = json.loads((root / paths["generated"] / "speed.json").read_text())
-    assert set(speed) == {"lcm_base", "lcm_lora", "ddim_base", "ddim_lora"}
     import numpy as np
 
-    with np.load(root / paths["generated"] / "lcm_lora.npz") as npz:
+    for variant in ("base", "lora"):
+        speed = json.loads((root / paths["generated"] / variant / "speed.json").read_text())
+        assert set(speed) == {"lcm", "ddim"} and speed["lcm"]["images_per_s"] > 0
+    with np.load(root / paths["generated"] / "lora" / "lcm.npz") as npz:
         assert npz["images"].shape == (6, 16, 16) and npz["labels"].tolist() == [0] * 3 + [1] * 3
+    with np.load(root / paths["generated"] / "base" / "lcm.npz") as npz:
+        base = npz["images"]
+    assert base.shape == (6, 16, 16)  # same seeds, and the LoRA changed the images:
+    with np.load(root / paths["generated"] / "lora" / "lcm.npz") as npz:
+        assert not np.array_equal(base, npz["images"])
     metrics = json.loads((root / paths["metrics"]).read_text())
     for sampler in ("lcm", "ddim"):
         for variant in ("base", "lora"):
