@@ -55,10 +55,11 @@ dvc: install
 
 # One worker per core (at most 4), one thread each: on 2 cores the end-to-end `dvc repro`
 # runs beside the unit tests instead of after them, and no two processes fight over the
-# cores with OpenMP's busy-waiting threads. The e2e tests stay together on one worker.
+# cores with OpenMP's busy-waiting threads. Each test file stays on one worker (the e2e
+# tests share one repository), in collection order: the e2e file first (conftest.py).
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 test: install chromium
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 pytest -n $(TEST_WORKERS) --dist loadgroup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The fast tests on the newest versions pyproject.toml's ranges allow (not the lock), in
 # a separate environment: run before `make lock` to see what a fresh resolve would break.

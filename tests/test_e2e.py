@@ -16,8 +16,9 @@ from cxrlab.reporting.html import find_chromium, render_in_chromium
 from tests.conftest import REPO, SHARED_DATA
 from tests.test_report import SCREENSHOTS
 
-# One xdist group: the tests share the module's repository, so one worker runs them all.
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("e2e")]
+# The tests share the module's repository: `make test` (xdist --dist loadfile) keeps
+# them on one worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def run(cmd, cwd, env):
