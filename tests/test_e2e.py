@@ -13,20 +13,12 @@ import pytest
 import yaml
 
 from cxrlab.reporting.html import find_chromium, render_in_chromium
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import REPO, SHARED_DATA, commit_all, copy_repository, run
 from tests.test_report import SCREENSHOTS
 
 # The tests share the module's repository: `make test` (xdist --dist loadfile) keeps
 # them on one worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def run(cmd, cwd, env):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, (
-        f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    )
-    return proc
 
 
 STAGE_SECONDS = REPO / "build" / "e2e_stage_seconds.tsv"  # kept after the run, like screenshots
@@ -62,19 +54,7 @@ def run_timed(cmd, cwd, env) -> str:
 def repo(tmp_path_factory):
     if not (SHARED_DATA / "pneumoniamnist").is_dir():
         pytest.skip(f"no data mirror at {SHARED_DATA}")
-    dest = tmp_path_factory.mktemp("e2e") / "cxrlab"
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, files):
-        src = REPO / rel
-        if src.is_file() and not rel.startswith(("data/", "models/", "metrics/", "plots/")):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+    dest = copy_repository(tmp_path_factory.mktemp("e2e") / "cxrlab")
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["fetch"]["mirrors"] = [str(SHARED_DATA)]
     params["fetch"]["allow_upstream"] = False
@@ -99,14 +79,7 @@ def repo(tmp_path_factory):
     captioning["train"]["epochs"] = 2
     captioning["decode"]["max_new_tokens"] = 24
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for cmd in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "e2e"],
-    ):
-        run(cmd, dest, env)
-    return dest, params, env
+    return dest, params, commit_all(dest)
 
 
 def test_dvc_repro_runs_every_stage_and_writes_sane_metrics(repo):
@@ -281,69 +254,3 @@ def test_a_fresh_clone_pulls_every_output_from_the_s3_remote(repo, s3_server, tm
     assert "Running stage" not in out and "up to date" in out
     model = Path("models/captioner/model.safetensors")
     assert (clone / model).read_bytes() == (root / model).read_bytes()
-
-
-def first_leaf(tree, key: str) -> list[str]:
-    """The dotted path of the first scalar or list at or under ``key``."""
-    path, node = key.split("."), tree
-    for part in path:
-        node = node[part]
-    while isinstance(node, dict) and node:
-        first = next(iter(node))
-        path, node = [*path, first], node[first]
-    return path
-
-
-def perturbed(value):
-    """A different value of the same kind."""
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, int | float):
-        return value + 1
-    if isinstance(value, list):
-        return [*value, value[-1] if value else 1]
-    return 1 if value is None else f"{value}x"
-
-
-def changed_params_stages(root, params, leaf, env) -> set[str]:
-    """Stages whose params `dvc status` reports as changed after ``leaf`` changes."""
-    edited = json.loads(json.dumps(params))
-    node = edited
-    for part in leaf[:-1]:
-        node = node[part]
-    node[leaf[-1]] = perturbed(node[leaf[-1]])
-    (root / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
-    try:
-        status = json.loads(run(["dvc", "status", "--json"], root, env).stdout)
-    finally:
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return {
-        name.split("@")[0]
-        for name, changes in status.items()
-        for change in changes
-        if isinstance(change, dict) and "params.yaml" in change.get("changed deps", {})
-    }
-
-
-def test_each_stage_param_marks_only_the_stages_that_read_it(repo):
-    """What `dvc exp run -S key=value` reruns first: the stages declaring that key."""
-    root, _, env = repo
-    run(["dvc", "repro"], root, env)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    declared = {
-        name: [k for k in stage.get("params", []) if isinstance(k, str)]
-        for name, stage in stages.items()
-    }
-    whole_file = {n for n, s in stages.items() if {"params.yaml": None} in s.get("params", [])}
-    for keys in declared.values():
-        if not keys:
-            continue
-        leaf = first_leaf(params, keys[0])
-        dotted = ".".join(leaf)
-        expected = {
-            other
-            for other, their in declared.items()
-            if any(dotted == k or dotted.startswith(f"{k}.") for k in their)
-        } | whole_file
-        assert changed_params_stages(root, params, leaf, env) == expected, dotted
