@@ -20,9 +20,10 @@ could not be read here (no hub access).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from cxrlab.utils import write_json
 
 SNAPSHOT = "5eed5eed" * 5  # the commit id refs/main points at (any 40 hex digits)
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -134,11 +135,6 @@ def snapshot(hf_home: str | Path, repo_id: str) -> Path:
     return folder
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
 def _byte_chars() -> list[str]:
     """The 256 printable characters byte-level BPE (GPT-2, CLIP) stands for the bytes with."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
@@ -169,13 +165,13 @@ def clip_bpe_tokenizer(folder: Path, words: list[str], vocab_size: int = 49408) 
     vocab += [f"<|filler{i}|>" for i in range(vocab_size - len(specials) - len(vocab))]
     ids = {token: i for i, token in enumerate([*vocab, *specials])}
     folder.mkdir(parents=True, exist_ok=True)
-    _write_json(folder / "vocab.json", ids)
+    write_json(folder / "vocab.json", ids)
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    _write_json(folder / "special_tokens_map.json", {
+    write_json(folder / "special_tokens_map.json", {
         "bos_token": specials[0], "eos_token": specials[1], "pad_token": specials[1],
         "unk_token": specials[1],
     })  # fmt: skip
-    _write_json(folder / "tokenizer_config.json", {
+    write_json(folder / "tokenizer_config.json", {
         "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
         "errors": "replace", "bos_token": specials[0], "eos_token": specials[1],
         "pad_token": specials[1], "unk_token": specials[1],
@@ -206,9 +202,9 @@ def sd15(hf_home: str | Path, depth: dict, words: list[str], seed: int = 0) -> P
     )  # fmt: skip
     StableDiffusionSafetyChecker(checker).save_pretrained(folder / "safety_checker")
     clip_bpe_tokenizer(folder / "tokenizer", words)
-    _write_json(folder / "scheduler" / "scheduler_config.json", SD15_SCHEDULER)
-    _write_json(folder / "feature_extractor" / "preprocessor_config.json", SD15_FEATURE_EXTRACTOR)
-    _write_json(folder / "model_index.json", SD15_MODEL_INDEX)
+    write_json(folder / "scheduler" / "scheduler_config.json", SD15_SCHEDULER)
+    write_json(folder / "feature_extractor" / "preprocessor_config.json", SD15_FEATURE_EXTRACTOR)
+    write_json(folder / "model_index.json", SD15_MODEL_INDEX)
     return folder
 
 
