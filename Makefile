@@ -85,7 +85,7 @@ lock:
 # `dvc plots diff` as a page that works offline: make plots REV=main
 REV ?= HEAD
 plots: install
-	python -m cxrlab.reporting.html build/plots_template.html
+	python -m cxrlab.report.html build/plots_template.html
 	dvc plots diff $(REV) --html-template build/plots_template.html -o build/plots
 
 lint: install

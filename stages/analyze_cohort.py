@@ -1,6 +1,6 @@
 """Stage analyze_cohort: demographics, views, findings, CTR, lung area and Dice by subgroup.
 
-Everything is read from the cohort database with the SQL in cxrlab.evaluation.cohort.
+Everything is read from the cohort database with the SQL in cxrlab.cohort.analysis.
 
 Inputs:  ``cohort.paths.database``; params ``cohort.analysis`` and
          ``segmentation.eval.age_bands`` (the bands of the Dice table).
@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrlab.evaluation import cohort
+from cxrlab.cohort import analysis as cohort
 from cxrlab.params import load_section
-from cxrlab.reporting.cohort import (
+from cxrlab.cohort.figures import (
     comparison_figure,
     counts_figure,
     demographics_figure,
     markdown_table,
 )
-from cxrlab.utils import atomic_path, run_stage, write_json
+from cxrlab.core.utils import atomic_path, run_stage, write_json
 
 log = logging.getLogger("analyze_cohort")
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrlab.data import cohort_db
-from cxrlab.errors import DataError
+from cxrlab.cohort import database as cohort_db
+from cxrlab.core.errors import DataError
 from cxrlab.params import load_section
-from cxrlab.utils import run_stage, write_json
+from cxrlab.core.utils import run_stage, write_json
 
 log = logging.getLogger("build_cohort_db")
 

@@ -11,10 +11,10 @@ Outputs: ``captioning.paths.mapper`` (JSON table); ``captioning.paths.mapper_met
 
 import logging
 
-from cxrlab.data.roco import read_roco
-from cxrlab.evaluation.concepts import concept_f1, tune_mapper
+from cxrlab.captioning.roco import read_roco
+from cxrlab.captioning.concepts import concept_f1, tune_mapper
 from cxrlab.params import load_section
-from cxrlab.utils import run_stage, write_json
+from cxrlab.core.utils import run_stage, write_json
 
 log = logging.getLogger("build_concept_mapper")
 

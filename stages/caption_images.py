@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrlab.data.captions import load_caption_data
-from cxrlab.models.captioner import generate_captions, is_quantized, load_captioner, pixel_values
+from cxrlab.captioning.data import load_caption_data
+from cxrlab.captioning.model import generate_captions, is_quantized, load_captioner, pixel_values
 from cxrlab.params import load_section
-from cxrlab.training.checkpoint import fingerprint
-from cxrlab.training.distributed import device
-from cxrlab.utils import md5sum, resumable_map, run_stage, write_csv, write_json
+from cxrlab.core.checkpoint import fingerprint
+from cxrlab.core.runtime import device
+from cxrlab.core.utils import md5sum, resumable_map, run_stage, write_csv, write_json
 
 log = logging.getLogger("caption_images")
 

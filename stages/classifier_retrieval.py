@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 from dvclive import Live
 
-from cxrlab.data.pneumoniamnist import load_pneumoniamnist
-from cxrlab.data.transforms import to_tensor
-from cxrlab.errors import ConfigError
-from cxrlab.evaluation.retrieval import nearest_neighbours, precision_at_k
-from cxrlab.models.classifier import embed, load_classifier
+from cxrlab.classification.data import load_pneumoniamnist
+from cxrlab.core.transforms import to_tensor
+from cxrlab.core.errors import ConfigError
+from cxrlab.classification.retrieval import nearest_neighbours, precision_at_k
+from cxrlab.classification.model import embed, load_classifier
 from cxrlab.params import load_section
-from cxrlab.reporting.classifier import retrieval_gallery
-from cxrlab.utils import run_stage, seed_everything
+from cxrlab.classification.figures import retrieval_gallery
+from cxrlab.core.utils import run_stage, seed_everything
 
 log = logging.getLogger("classifier_retrieval")
 

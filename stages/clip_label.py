@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 from dvclive import Live
 
-from cxrlab.data.labels import write_labels
-from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
-from cxrlab.evaluation.classification import binary_metrics, expected_calibration_error
-from cxrlab.evaluation.zero_shot import binary_logit, calibrate_and_label, class_embeddings
-from cxrlab.models.clip import load_clip
+from cxrlab.labeling.labels import write_labels
+from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
+from cxrlab.classification.evaluate import binary_metrics, expected_calibration_error
+from cxrlab.labeling.zero_shot import binary_logit, calibrate_and_label, class_embeddings
+from cxrlab.labeling.model import load_clip
 from cxrlab.params import load_section
-from cxrlab.reporting.figures import plot_confusion_matrices
-from cxrlab.utils import run_stage, seed_everything
+from cxrlab.core.figures import plot_confusion_matrices
+from cxrlab.core.utils import run_stage, seed_everything
 
 log = logging.getLogger("clip_label")
 

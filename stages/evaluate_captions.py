@@ -18,19 +18,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlab.data.captions import load_caption_data, split_of
-from cxrlab.errors import DataError
-from cxrlab.evaluation.captions import (
+from cxrlab.captioning.data import load_caption_data, split_of
+from cxrlab.core.errors import DataError
+from cxrlab.captioning.evaluate import (
     CaptionScorer,
     most_frequent_caption,
     nearest_train_captions,
     score_systems,
 )
-from cxrlab.evaluation.concepts import ConceptMapper, write_concept_csvs
-from cxrlab.models.captioner import image_embeddings, load_captioner, pixel_values
+from cxrlab.captioning.concepts import ConceptMapper, write_concept_csvs
+from cxrlab.captioning.model import image_embeddings, load_captioner, pixel_values
 from cxrlab.params import load_section
-from cxrlab.reporting.captioning import caption_examples_figure, caption_scores_figure
-from cxrlab.utils import run_stage, write_json
+from cxrlab.captioning.figures import caption_examples_figure, caption_scores_figure
+from cxrlab.core.utils import run_stage, write_json
 
 log = logging.getLogger("evaluate_captions")
 HEADLINE = ("bleu_4", "rouge_l", "cider", "meteor")

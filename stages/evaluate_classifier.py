@@ -13,13 +13,13 @@ from pathlib import Path
 
 from dvclive import Live
 
-from cxrlab.data.pneumoniamnist import load_pneumoniamnist
-from cxrlab.data.transforms import to_tensor
-from cxrlab.evaluation.classification import binary_metrics, choose_threshold
-from cxrlab.models.classifier import load_classifier, predict_proba
+from cxrlab.classification.data import load_pneumoniamnist
+from cxrlab.core.transforms import to_tensor
+from cxrlab.classification.evaluate import binary_metrics, choose_threshold
+from cxrlab.classification.model import load_classifier, predict_proba
 from cxrlab.params import load_section
-from cxrlab.reporting.classifier import failure_gallery, gradcam_figure
-from cxrlab.utils import run_stage, seed_everything
+from cxrlab.classification.figures import failure_gallery, gradcam_figure
+from cxrlab.core.utils import run_stage, seed_everything
 
 log = logging.getLogger("evaluate_classifier")
 

@@ -22,21 +22,21 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
-from cxrlab.data.transforms import to_tensor, to_uint8
-from cxrlab.errors import DataError
-from cxrlab.evaluation.generation import (
+from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
+from cxrlab.core.transforms import to_tensor, to_uint8
+from cxrlab.core.errors import DataError
+from cxrlab.generation.evaluate import (
     compare_samplers,
     frechet_distance,
     mean_pairwise_distance,
     saturated_fraction,
     score_set,
 )
-from cxrlab.models.classifier import embed, load_classifier, predict_proba
-from cxrlab.models.diffusion import reconstruct
+from cxrlab.classification.model import embed, load_classifier, predict_proba
+from cxrlab.generation.model import reconstruct
 from cxrlab.params import load_section
-from cxrlab.reporting.generation import plot_generation_scores, save_sample_grid
-from cxrlab.utils import run_stage, write_json
+from cxrlab.generation.figures import plot_generation_scores, save_sample_grid
+from cxrlab.core.utils import run_stage, write_json
 
 log = logging.getLogger("evaluate_generation")
 VARIANTS = ("base", "lora")

@@ -19,11 +19,11 @@ from pathlib import Path
 import pandas as pd
 from dvclive import Live
 
-from cxrlab.evaluation.segmentation import age_band, score_images, summarise
-from cxrlab.models.segmenter import load_segmenter, predict_full_size
+from cxrlab.segmentation.evaluate import age_band, score_images, summarise
+from cxrlab.segmentation.model import load_segmenter, predict_full_size
 from cxrlab.params import load_section
-from cxrlab.reporting.segmentation import dice_by_group_figure, overlay_figure, pick_cases
-from cxrlab.utils import run_stage, seed_everything, write_csv
+from cxrlab.segmentation.figures import dice_by_group_figure, overlay_figure, pick_cases
+from cxrlab.core.utils import run_stage, seed_everything, write_csv
 
 log = logging.getLogger("evaluate_segmenter")
 SCORES = ["dice", "iou", "hd95_px"]

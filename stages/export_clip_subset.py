@@ -10,12 +10,12 @@ Outputs: ``clip.paths.subset``.
 
 import logging
 
-from cxrlab.data.imagefolder import write_imagefolder
-from cxrlab.data.labels import read_labels, select_balanced
-from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
-from cxrlab.errors import ConfigError
+from cxrlab.generation.imagefolder import write_imagefolder
+from cxrlab.labeling.labels import read_labels, select_balanced
+from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
+from cxrlab.core.errors import ConfigError
 from cxrlab.params import load_section
-from cxrlab.utils import run_stage
+from cxrlab.core.utils import run_stage
 
 log = logging.getLogger("export_clip_subset")
 

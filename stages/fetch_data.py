@@ -7,10 +7,10 @@ Outputs: ``<fetch.raw_dir>/<dataset>/``.
 
 import sys
 
-from cxrlab.data.fetch import fetch_dataset
-from cxrlab.errors import ConfigError
+from cxrlab.core.fetch import fetch_dataset
+from cxrlab.core.errors import ConfigError
 from cxrlab.params import load_section
-from cxrlab.utils import run_stage
+from cxrlab.core.utils import run_stage
 
 
 def main() -> None:

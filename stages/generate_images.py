@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlab.data.pneumoniamnist import CLASS_NAMES
-from cxrlab.errors import ConfigError
-from cxrlab.models.diffusion import check_lora_record, load_variant, sample_images, use_sampler
+from cxrlab.classification.data import CLASS_NAMES
+from cxrlab.core.errors import ConfigError
+from cxrlab.generation.model import check_lora_record, load_variant, sample_images, use_sampler
 from cxrlab.params import load_section
-from cxrlab.utils import atomic_path, run_stage, seed_everything
+from cxrlab.core.utils import atomic_path, run_stage, seed_everything
 
 log = logging.getLogger("generate_images")
 VARIANTS = ("base", "lora")

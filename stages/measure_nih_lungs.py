@@ -15,13 +15,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cxrlab.data.cohort_db import nih_spacing
-from cxrlab.data.lungseg import read_gray
-from cxrlab.evaluation.segmentation import lung_measurements, postprocess
-from cxrlab.models.segmenter import load_segmenter, predict_full_size
+from cxrlab.cohort.database import nih_spacing
+from cxrlab.segmentation.data import read_gray
+from cxrlab.segmentation.evaluate import lung_measurements, postprocess
+from cxrlab.segmentation.model import load_segmenter, predict_full_size
 from cxrlab.params import load_section
-from cxrlab.reporting.figures import BAD, Panel, save_gallery
-from cxrlab.utils import run_stage, seed_everything, write_csv
+from cxrlab.core.figures import BAD, Panel, save_gallery
+from cxrlab.core.utils import run_stage, seed_everything, write_csv
 
 log = logging.getLogger("measure_nih_lungs")
 

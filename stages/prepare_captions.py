@@ -1,7 +1,7 @@
 """Stage prepare_captions: chest X-ray image-caption pairs, split by patient.
 
 Composes each image's caption from its view, finding labels and, for covid images,
-the clinical notes' first sentence about the radiograph (see cxrlab.data.captions).
+the clinical notes' first sentence about the radiograph (see cxrlab.captioning.data).
 
 Inputs:  ``captioning.paths.{covid,nih}``; params ``captioning.prepare``.
 Outputs: ``captioning.paths.data``: ``captions.csv`` (image, patient, source, caption,
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlab.data.captions import build_caption_pairs, check_captions, load_pair_images
+from cxrlab.captioning.data import build_caption_pairs, check_captions, load_pair_images
 from cxrlab.params import load_section
-from cxrlab.utils import atomic_path, run_stage
+from cxrlab.core.utils import atomic_path, run_stage
 
 log = logging.getLogger("prepare_captions")
 

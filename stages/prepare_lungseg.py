@@ -12,9 +12,9 @@ import logging
 
 import numpy as np
 
-from cxrlab.data.lungseg import prepare_arrays, read_index, screen, split_by_patient
+from cxrlab.segmentation.data import prepare_arrays, read_index, screen, split_by_patient
 from cxrlab.params import load_section
-from cxrlab.utils import atomic_path, run_stage, write_json
+from cxrlab.core.utils import atomic_path, run_stage, write_json
 
 log = logging.getLogger("prepare_lungseg")
 

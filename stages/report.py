@@ -15,11 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from cxrlab.config import load_params
+from cxrlab.core.config import load_params
 from cxrlab.params import apply_profile, load_section
-from cxrlab.reporting.figures import plot_confusion_matrices
-from cxrlab.reporting.html import Section, report_page
-from cxrlab.reporting.report import (
+from cxrlab.core.figures import plot_confusion_matrices
+from cxrlab.report.html import Section, report_page
+from cxrlab.report.report import (
     environment,
     figure_paths,
     headline_metrics,
@@ -27,7 +27,7 @@ from cxrlab.reporting.report import (
     pipeline_outputs,
     roc_figure,
 )
-from cxrlab.utils import atomic_path, run_stage, write_json
+from cxrlab.core.utils import atomic_path, run_stage, write_json
 
 log = logging.getLogger("report")
 

@@ -12,14 +12,14 @@ Outputs: ``captioning.paths.model`` (Hugging Face layout, ``adapter/`` for LoRA)
 import logging
 from pathlib import Path
 
-from cxrlab.data.captions import load_caption_data, split_of
-from cxrlab.models.captioner import build_captioner, save_captioner
+from cxrlab.captioning.data import load_caption_data, split_of
+from cxrlab.captioning.model import build_captioner, save_captioner
 from cxrlab.params import load_section
-from cxrlab.reporting.figures import plot_training_curves
-from cxrlab.training.captioner import train_captioner
-from cxrlab.training.distributed import is_main_process
-from cxrlab.training.live import epoch_logger
-from cxrlab.utils import run_stage, seed_everything
+from cxrlab.core.figures import plot_training_curves
+from cxrlab.captioning.train import train_captioner
+from cxrlab.core.runtime import is_main_process
+from cxrlab.core.live import epoch_logger
+from cxrlab.core.utils import run_stage, seed_everything
 
 log = logging.getLogger("train_captioner")
 

@@ -6,22 +6,22 @@ Outputs: ``classifier.paths.model`` (model.safetensors + config.json);
          ``classifier.paths.train_live`` (dvclive: metrics.json and per-epoch curves);
          ``<classifier.paths.figures>/training_curves.png``.
 Resumes from ``classifier.paths.checkpoint`` when a previous run was interrupted.
-Runs as several processes with ``accelerate launch`` (cxrlab.training.distributed).
+Runs as several processes with ``accelerate launch`` (cxrlab.core.runtime).
 """
 
 import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
-from cxrlab.models.classifier import build_classifier
+from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
+from cxrlab.classification.model import build_classifier
 from cxrlab.params import load_section
-from cxrlab.reporting.figures import plot_training_curves
-from cxrlab.training.checkpoint import save_model
-from cxrlab.training.classifier import train_classifier
-from cxrlab.training.distributed import is_main_process
-from cxrlab.training.live import epoch_logger
-from cxrlab.utils import run_stage, seed_everything
+from cxrlab.core.figures import plot_training_curves
+from cxrlab.core.checkpoint import save_model
+from cxrlab.classification.train import train_classifier
+from cxrlab.core.runtime import is_main_process
+from cxrlab.core.live import epoch_logger
+from cxrlab.core.utils import run_stage, seed_everything
 
 log = logging.getLogger("train_classifier")
 

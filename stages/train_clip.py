@@ -12,12 +12,12 @@ import logging
 
 from dvclive import Live
 
-from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
-from cxrlab.models.clip import build_clip, save_clip
+from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
+from cxrlab.labeling.model import build_clip, save_clip
 from cxrlab.params import load_section
-from cxrlab.training.clip import train_clip
-from cxrlab.training.distributed import is_main_process
-from cxrlab.utils import run_stage, seed_everything
+from cxrlab.labeling.train import train_clip
+from cxrlab.core.runtime import is_main_process
+from cxrlab.core.utils import run_stage, seed_everything
 
 log = logging.getLogger("train_clip")
 

@@ -14,14 +14,14 @@ Outputs: ``diffusion.paths.base`` (``save_pretrained`` layout);
 import logging
 from pathlib import Path
 
-from cxrlab.data.pneumoniamnist import load_pneumoniamnist
-from cxrlab.models.diffusion import build_pipeline, encode_latents, load_pipeline, to_rgb
+from cxrlab.classification.data import load_pneumoniamnist
+from cxrlab.generation.model import build_pipeline, encode_latents, load_pipeline, to_rgb
 from cxrlab.params import load_section
-from cxrlab.reporting.figures import plot_training_curves
-from cxrlab.training.diffusion import make_conditioning, train_base_unet
-from cxrlab.training.distributed import is_main_process
-from cxrlab.training.live import epoch_logger, record_pretrained
-from cxrlab.utils import atomic_path, run_stage, seed_everything
+from cxrlab.core.figures import plot_training_curves
+from cxrlab.generation.train import make_conditioning, train_base_unet
+from cxrlab.core.runtime import is_main_process
+from cxrlab.core.live import epoch_logger, record_pretrained
+from cxrlab.core.utils import atomic_path, run_stage, seed_everything
 
 log = logging.getLogger("train_diffusion_base")
 

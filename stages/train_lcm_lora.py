@@ -14,14 +14,14 @@ Outputs: ``diffusion.paths.lcm_lora`` (``pytorch_lora_weights.safetensors``);
 import logging
 from pathlib import Path
 
-from cxrlab.data.pneumoniamnist import load_pneumoniamnist
-from cxrlab.models.diffusion import encode_latents, fetch_lora, load_pipeline, save_lora, to_rgb
+from cxrlab.classification.data import load_pneumoniamnist
+from cxrlab.generation.model import encode_latents, fetch_lora, load_pipeline, save_lora, to_rgb
 from cxrlab.params import load_section
-from cxrlab.reporting.figures import plot_training_curves
-from cxrlab.training.diffusion import distill_lcm, make_conditioning
-from cxrlab.training.distributed import is_main_process
-from cxrlab.training.live import epoch_logger, record_pretrained
-from cxrlab.utils import run_stage, seed_everything
+from cxrlab.core.figures import plot_training_curves
+from cxrlab.generation.train import distill_lcm, make_conditioning
+from cxrlab.core.runtime import is_main_process
+from cxrlab.core.live import epoch_logger, record_pretrained
+from cxrlab.core.utils import run_stage, seed_everything
 
 log = logging.getLogger("train_lcm_lora")
 

@@ -12,15 +12,15 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from cxrlab.data.lungseg import load_prepared
-from cxrlab.models.segmenter import build_segmenter
+from cxrlab.segmentation.data import load_prepared
+from cxrlab.segmentation.model import build_segmenter
 from cxrlab.params import load_section
-from cxrlab.reporting.figures import plot_training_curves
-from cxrlab.training.checkpoint import save_model
-from cxrlab.training.distributed import is_main_process
-from cxrlab.training.live import epoch_logger
-from cxrlab.training.segmenter import train_segmenter
-from cxrlab.utils import run_stage, seed_everything
+from cxrlab.core.figures import plot_training_curves
+from cxrlab.core.checkpoint import save_model
+from cxrlab.core.runtime import is_main_process
+from cxrlab.core.live import epoch_logger
+from cxrlab.segmentation.train import train_segmenter
+from cxrlab.core.utils import run_stage, seed_everything
 
 log = logging.getLogger("train_segmenter")
 

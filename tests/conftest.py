@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from cxrlab.models.classifier import ClassifierConfig
-from cxrlab.training.augment import AugmentConfig
-from cxrlab.training.classifier import TrainConfig
+from cxrlab.classification.model import ClassifierConfig
+from cxrlab.core.augment import AugmentConfig
+from cxrlab.classification.train import TrainConfig
 
 torch.set_flush_denormal(True)  # as every stage does (seed_everything): tiny nets crawl without
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import torch
 
-from cxrlab.training.distributed import accelerator, is_main_process
+from cxrlab.core.runtime import accelerator, is_main_process
 
 
 def replica_spread(model: torch.nn.Module) -> float:
@@ -29,8 +29,8 @@ def segmenter():
     import tempfile
     from pathlib import Path
 
-    from cxrlab.models.segmenter import build_segmenter
-    from cxrlab.training.segmenter import SegTrainConfig, train_segmenter
+    from cxrlab.segmentation.model import build_segmenter
+    from cxrlab.segmentation.train import SegTrainConfig, train_segmenter
     from tests.lungseg_fixtures import write_covid
     from tests.test_segmentation import TINY, prepared
 
@@ -41,9 +41,9 @@ def segmenter():
 
 
 def clip():
-    from cxrlab.data.pneumoniamnist import CLASS_NAMES
-    from cxrlab.models.clip import build_clip
-    from cxrlab.training.clip import ClipTrainConfig, train_clip
+    from cxrlab.classification.data import CLASS_NAMES
+    from cxrlab.labeling.model import build_clip
+    from cxrlab.labeling.train import ClipTrainConfig, train_clip
     from tests.conftest import synthetic_split
     from tests.test_clip import CAPTIONS, TINY
 
@@ -56,9 +56,9 @@ def clip():
 
 
 def captioner():
-    from cxrlab.models.captioner import build_captioner
-    from cxrlab.training.augment import AugmentConfig
-    from cxrlab.training.captioner import CaptionTrainConfig, train_captioner
+    from cxrlab.captioning.model import build_captioner
+    from cxrlab.core.augment import AugmentConfig
+    from cxrlab.captioning.train import CaptionTrainConfig, train_captioner
     from tests.test_captioning import CAPTIONS, tiny_cfg, tiny_images
 
     images, texts = tiny_images(), [CAPTIONS[i % 2] for i in range(8)]
@@ -69,8 +69,8 @@ def captioner():
 
 
 def lora():
-    from cxrlab.models.diffusion import build_pipeline, encode_latents, to_rgb
-    from cxrlab.training.diffusion import LoraTrainConfig, make_conditioning, train_lora
+    from cxrlab.generation.model import build_pipeline, encode_latents, to_rgb
+    from cxrlab.generation.train import LoraTrainConfig, make_conditioning, train_lora
     from tests.test_diffusion import TINY
 
     images = np.random.default_rng(0).integers(0, 256, (24, 28, 28), dtype=np.uint8)

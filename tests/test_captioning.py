@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrlab.config import from_dict
-from cxrlab.data.captions import (
+from cxrlab.core.config import from_dict
+from cxrlab.captioning.data import (
     CaptionDataConfig,
     build_caption_pairs,
     check_captions,
@@ -17,21 +17,21 @@ from cxrlab.data.captions import (
     nih_findings,
     note_sentence,
 )
-from cxrlab.errors import ConfigError, DataError
-from cxrlab.evaluation.captions import (
+from cxrlab.core.errors import ConfigError, DataError
+from cxrlab.captioning.evaluate import (
     CaptionScorer,
     concept_f1,
     most_frequent_caption,
     nearest_train_captions,
     normalize_caption,
 )
-from cxrlab.evaluation.concepts import (
+from cxrlab.captioning.concepts import (
     ConceptMapper,
     MapperConfig,
     tune_mapper,
     write_concept_csvs,
 )
-from cxrlab.models.captioner import (
+from cxrlab.captioning.model import (
     DEFAULT_LORA_TARGETS,
     CaptionerConfig,
     TextConfig,
@@ -49,9 +49,9 @@ from cxrlab.models.captioner import (
     quantization_config,
     save_captioner,
 )
-from cxrlab.training.augment import AugmentConfig
-from cxrlab.training.captioner import CaptionTrainConfig, train_captioner
-from cxrlab.utils import resumable_map
+from cxrlab.core.augment import AugmentConfig
+from cxrlab.captioning.train import CaptionTrainConfig, train_captioner
+from cxrlab.core.utils import resumable_map
 
 TINY_VISION = VisionConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                            patch_size=8)  # fmt: skip

@@ -5,22 +5,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cxrlab.data.imagefolder import METADATA_FILE, write_imagefolder
-from cxrlab.data.labels import COLUMNS, read_labels, select_balanced, write_labels
-from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
-from cxrlab.errors import ConfigError, DataError
-from cxrlab.evaluation.classification import binary_metrics, expected_calibration_error
-from cxrlab.evaluation.zero_shot import (
+from cxrlab.generation.imagefolder import METADATA_FILE, write_imagefolder
+from cxrlab.labeling.labels import COLUMNS, read_labels, select_balanced, write_labels
+from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
+from cxrlab.core.errors import ConfigError, DataError
+from cxrlab.classification.evaluate import binary_metrics, expected_calibration_error
+from cxrlab.labeling.zero_shot import (
     binary_logit,
     calibrate_and_label,
     class_embeddings,
     fit_scale,
     sigmoid,
 )
-from cxrlab.models.clip import ClipArchConfig, build_clip, load_clip, save_clip
-from cxrlab.training.augment import AugmentConfig
-from cxrlab.training.clip import ClipTrainConfig, label_aware_clip_loss, train_clip
-from cxrlab.utils import seed_everything
+from cxrlab.labeling.model import ClipArchConfig, build_clip, load_clip, save_clip
+from cxrlab.core.augment import AugmentConfig
+from cxrlab.labeling.train import ClipTrainConfig, label_aware_clip_loss, train_clip
+from cxrlab.core.utils import seed_everything
 
 TINY = ClipArchConfig(
     embed_dim=32,

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlab.data import cohort_db
-from cxrlab.errors import DataError
-from cxrlab.evaluation.cohort import compare_groups, dice_by_subgroup, query
+from cxrlab.cohort import database as cohort_db
+from cxrlab.core.errors import DataError
+from cxrlab.cohort.analysis import compare_groups, dice_by_subgroup, query
 from tests.lungseg_fixtures import write_covid, write_iu, write_landmarks, write_nih
 
 

@@ -6,8 +6,8 @@ from typing import Literal
 import pytest
 import yaml
 
-from cxrlab.config import from_dict, load_params
-from cxrlab.errors import ConfigError
+from cxrlab.core.config import from_dict, load_params
+from cxrlab.core.errors import ConfigError
 from cxrlab.params import SECTIONS, apply_profile, load_section, parse_section
 from tests.conftest import REPO
 
@@ -74,8 +74,8 @@ def test_a_model_config_left_out_takes_its_defaults():
     params = load_params(REPO / "params.yaml")
     captioning = {k: v for k, v in params["captioning"].items() if k not in ("model", "train")}
     loaded = parse_section({**params, "captioning": captioning}, "captioning")
-    from cxrlab.models.captioner import CaptionerConfig
-    from cxrlab.training.captioner import CaptionTrainConfig
+    from cxrlab.captioning.model import CaptionerConfig
+    from cxrlab.captioning.train import CaptionTrainConfig
 
     assert loaded.model == CaptionerConfig() and loaded.train == CaptionTrainConfig()
     with pytest.raises(ConfigError, match="unknown param 'lora.stepz'"):

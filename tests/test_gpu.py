@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from cxrlab.errors import ConfigError
+from cxrlab.core.errors import ConfigError
 from cxrlab.params import apply_profile, load_device
-from cxrlab.training.distributed import accelerator, device, device_of, use_device
+from cxrlab.core.runtime import accelerator, device, device_of, use_device
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -95,9 +95,9 @@ def test_cuda_without_a_gpu_is_a_clear_error(on_cpu_after):
 
 @gpu
 def test_classifier_trains_on_the_gpu_like_on_the_cpu(tiny_npz, tiny_model_cfg, tiny_train_cfg):
-    from cxrlab.data.pneumoniamnist import load_pneumoniamnist
-    from cxrlab.models.classifier import build_classifier, predict_proba
-    from cxrlab.training.classifier import train_classifier
+    from cxrlab.classification.data import load_pneumoniamnist
+    from cxrlab.classification.model import build_classifier, predict_proba
+    from cxrlab.classification.train import train_classifier
 
     splits = load_pneumoniamnist(tiny_npz)
 
@@ -109,7 +109,7 @@ def test_classifier_trains_on_the_gpu_like_on_the_cpu(tiny_npz, tiny_model_cfg, 
 
     runs = both_devices(train)
     assert_same_training(runs, rtol=0.02)
-    from cxrlab.data.transforms import to_tensor
+    from cxrlab.core.transforms import to_tensor
 
     x = to_tensor(splits["test"].images, 28)
     probs = on_both(runs["cpu"][0], lambda m: predict_proba(m, x))
@@ -119,8 +119,8 @@ def test_classifier_trains_on_the_gpu_like_on_the_cpu(tiny_npz, tiny_model_cfg, 
 
 @gpu
 def test_segmenter_trains_on_the_gpu_like_on_the_cpu(tmp_path):
-    from cxrlab.models.segmenter import build_segmenter
-    from cxrlab.training.segmenter import SegTrainConfig, train_segmenter
+    from cxrlab.segmentation.model import build_segmenter
+    from cxrlab.segmentation.train import SegTrainConfig, train_segmenter
     from tests.lungseg_fixtures import write_covid
     from tests.test_segmentation import TINY, prepared
 
@@ -137,9 +137,9 @@ def test_segmenter_trains_on_the_gpu_like_on_the_cpu(tmp_path):
 
 @gpu
 def test_clip_trains_on_the_gpu_like_on_the_cpu(tiny_npz):
-    from cxrlab.data.pneumoniamnist import CLASS_NAMES, load_pneumoniamnist
-    from cxrlab.models.clip import build_clip
-    from cxrlab.training.clip import ClipTrainConfig, train_clip
+    from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
+    from cxrlab.labeling.model import build_clip
+    from cxrlab.labeling.train import ClipTrainConfig, train_clip
     from tests.test_clip import CAPTIONS, TINY
 
     split = load_pneumoniamnist(tiny_npz)["train"]
@@ -162,9 +162,9 @@ def test_clip_trains_on_the_gpu_like_on_the_cpu(tiny_npz):
 @gpu
 @pytest.mark.parametrize("family", ["blip", "llava"])
 def test_captioner_trains_and_decodes_on_the_gpu_like_on_the_cpu(family):
-    from cxrlab.models.captioner import build_captioner, generate_captions, pixel_values
-    from cxrlab.training.augment import AugmentConfig
-    from cxrlab.training.captioner import CaptionTrainConfig, train_captioner
+    from cxrlab.captioning.model import build_captioner, generate_captions, pixel_values
+    from cxrlab.core.augment import AugmentConfig
+    from cxrlab.captioning.train import CaptionTrainConfig, train_captioner
     from tests.test_captioning import CAPTIONS, tiny_cfg, tiny_images
 
     images, texts = tiny_images(), [CAPTIONS[i % 2] for i in range(8)]
@@ -189,7 +189,7 @@ def test_captioner_trains_and_decodes_on_the_gpu_like_on_the_cpu(family):
 
 @gpu
 def test_diffusion_trainers_and_sampling_on_the_gpu_like_on_the_cpu(tmp_path):
-    from cxrlab.models.diffusion import (
+    from cxrlab.generation.model import (
         build_pipeline,
         encode_latents,
         load_variant,
@@ -197,7 +197,7 @@ def test_diffusion_trainers_and_sampling_on_the_gpu_like_on_the_cpu(tmp_path):
         save_lora,
         to_rgb,
     )
-    from cxrlab.training.diffusion import (
+    from cxrlab.generation.train import (
         BaseTrainConfig,
         LcmTrainConfig,
         LoraTrainConfig,

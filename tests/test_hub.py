@@ -2,11 +2,11 @@
 
 import pytest
 
-from cxrlab.config import load_params
-from cxrlab.errors import DataError
+from cxrlab.core.config import load_params
+from cxrlab.core.errors import DataError
 from cxrlab.hub import _pinned, check_offline, main, report, repos
 from cxrlab.params import apply_profile
-from cxrlab.utils import run_stage
+from cxrlab.core.utils import run_stage
 from tests.conftest import REPO
 
 GPU_REPOS = [

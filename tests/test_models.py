@@ -1,15 +1,15 @@
 import pytest
 import torch
 
-from cxrlab.errors import ConfigError, DataError
-from cxrlab.models.classifier import (
+from cxrlab.core.errors import ConfigError, DataError
+from cxrlab.classification.model import (
     ClassifierConfig,
     build_classifier,
     embed,
     load_classifier,
     predict_proba,
 )
-from cxrlab.training.checkpoint import save_model
+from cxrlab.core.checkpoint import save_model
 
 
 def test_forward_and_features_shapes(tiny_model_cfg):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from cxrlab.data.pneumoniamnist import load_pneumoniamnist
-from cxrlab.errors import DataError
+from cxrlab.classification.data import load_pneumoniamnist
+from cxrlab.core.errors import DataError
 from tests.conftest import write_npz
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrlab.utils import md5sum
+from cxrlab.core.utils import md5sum
 from tests.conftest import REPO
 
 

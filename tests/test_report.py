@@ -12,16 +12,16 @@ import pytest
 import yaml
 from PIL import Image
 
-from cxrlab.config import load_params
-from cxrlab.errors import ConfigError, DataError
-from cxrlab.reporting.html import (
+from cxrlab.core.config import load_params
+from cxrlab.core.errors import ConfigError, DataError
+from cxrlab.report.html import (
     Section,
     find_chromium,
     render_in_chromium,
     report_page,
     write_plots_template,
 )
-from cxrlab.reporting.report import (
+from cxrlab.report.report import (
     FIGURES,
     HEADLINE,
     figure_paths,

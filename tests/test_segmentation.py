@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrlab.data.lungseg import (
+from cxrlab.segmentation.data import (
     IGNORE,
     encode_mask,
     prepare_arrays,
@@ -14,8 +14,8 @@ from cxrlab.data.lungseg import (
     screen,
     split_by_patient,
 )
-from cxrlab.errors import ConfigError, DataError
-from cxrlab.evaluation.segmentation import (
+from cxrlab.core.errors import ConfigError, DataError
+from cxrlab.segmentation.evaluate import (
     age_band,
     dice_score,
     hd95,
@@ -23,9 +23,9 @@ from cxrlab.evaluation.segmentation import (
     lung_measurements,
     postprocess,
 )
-from cxrlab.models.segmenter import SegmenterConfig, build_segmenter, predict_full_size
-from cxrlab.training.augment import AugmentConfig, augment_pair
-from cxrlab.training.segmenter import SegTrainConfig, segmentation_loss, train_segmenter
+from cxrlab.segmentation.model import SegmenterConfig, build_segmenter, predict_full_size
+from cxrlab.core.augment import AugmentConfig, augment_pair
+from cxrlab.segmentation.train import SegTrainConfig, segmentation_loss, train_segmenter
 from tests.lungseg_fixtures import write_covid
 
 TINY = SegmenterConfig(encoder="resnet18", encoder_depth=3, decoder_channels=[16, 8, 8])

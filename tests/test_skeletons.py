@@ -59,7 +59,7 @@ def test_the_profile_code_samples_from_the_skeletons_by_hub_id(hf_home):
     """load_variant and sample_images, as generate_lora calls them, on the hub ids."""
     code = f"""
 import numpy as np
-from cxrlab.models.diffusion import fetch_lora, load_variant, sample_images, use_sampler
+from cxrlab.generation.model import fetch_lora, load_variant, sample_images, use_sampler
 import sys, tempfile
 lcm = fetch_lora("{LCM_SD15}", tempfile.mkdtemp() + "/lcm")
 plain = load_variant("{SD15}", {{}})

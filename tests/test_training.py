@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from cxrlab.data.pneumoniamnist import load_pneumoniamnist
-from cxrlab.models.classifier import build_classifier
-from cxrlab.training.augment import AugmentConfig, augment_batch
-from cxrlab.training.classifier import train_classifier
-from cxrlab.utils import seed_everything
+from cxrlab.classification.data import load_pneumoniamnist
+from cxrlab.classification.model import build_classifier
+from cxrlab.core.augment import AugmentConfig, augment_batch
+from cxrlab.classification.train import train_classifier
+from cxrlab.core.utils import seed_everything
 
 
 def weights(model):

@@ -13,15 +13,15 @@ import time
 
 import torch
 
-from cxrlab.config import load_params
-from cxrlab.data.pneumoniamnist import load_pneumoniamnist
-from cxrlab.data.transforms import to_tensor
-from cxrlab.evaluation.classification import binary_metrics
-from cxrlab.models.classifier import build_classifier, predict_proba
+from cxrlab.core.config import load_params
+from cxrlab.classification.data import load_pneumoniamnist
+from cxrlab.core.transforms import to_tensor
+from cxrlab.classification.evaluate import binary_metrics
+from cxrlab.classification.model import build_classifier, predict_proba
 from cxrlab.params import parse_section
-from cxrlab.training.classifier import train_classifier
-from cxrlab.training.distributed import use_device
-from cxrlab.utils import seed_everything, setup_logging
+from cxrlab.classification.train import train_classifier
+from cxrlab.core.runtime import use_device
+from cxrlab.core.utils import seed_everything, setup_logging
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ import json
 import subprocess
 from typing import Any
 
-from cxrlab.reporting.generation import plot_sweep
-from cxrlab.reporting.report import lookup
+from cxrlab.generation.figures import plot_sweep
+from cxrlab.report.report import lookup
 
 METRICS = "metrics/generation.json"
 KEPT = "metrics/diffusion/train_lora/metrics.json"  # train_lora's dvclive summary

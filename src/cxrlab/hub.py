@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxrlab.errors import ConfigError, DataError
+from cxrlab.core.errors import ConfigError, DataError
 
 # open_clip models name a second repository for their Hugging Face text tower and
 # tokenizer in their open_clip_config.json (text_cfg.hf_model_name). Known here for the
@@ -183,7 +183,7 @@ def download(params: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``list``, ``check`` or ``download`` for the profile params.yaml (and -p) select."""
-    from cxrlab.config import load_params
+    from cxrlab.core.config import load_params
     from cxrlab.params import apply_profile
 
     parser = argparse.ArgumentParser(

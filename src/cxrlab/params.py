@@ -11,27 +11,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from cxrlab.config import PARAMS_FILE, load_params, section
-from cxrlab.data.captions import CaptionDataConfig
-from cxrlab.data.lungseg import PrepareConfig
-from cxrlab.errors import ConfigError
-from cxrlab.evaluation.concepts import MapperConfig
+from cxrlab.core.config import PARAMS_FILE, load_params, section
+from cxrlab.captioning.data import CaptionDataConfig
+from cxrlab.segmentation.data import PrepareConfig
+from cxrlab.core.errors import ConfigError
+from cxrlab.captioning.concepts import MapperConfig
 
 if TYPE_CHECKING:
-    from cxrlab.models.captioner import CaptionerConfig
-    from cxrlab.models.classifier import ClassifierConfig
-    from cxrlab.models.clip import ClipArchConfig
-    from cxrlab.models.diffusion import DiffusionConfig
-    from cxrlab.models.segmenter import SegmenterConfig
-    from cxrlab.training.captioner import CaptionTrainConfig
-    from cxrlab.training.classifier import TrainConfig
-    from cxrlab.training.clip import ClipTrainConfig
-    from cxrlab.training.diffusion import (
+    from cxrlab.captioning.model import CaptionerConfig
+    from cxrlab.classification.model import ClassifierConfig
+    from cxrlab.labeling.model import ClipArchConfig
+    from cxrlab.generation.model import DiffusionConfig
+    from cxrlab.segmentation.model import SegmenterConfig
+    from cxrlab.captioning.train import CaptionTrainConfig
+    from cxrlab.classification.train import TrainConfig
+    from cxrlab.labeling.train import ClipTrainConfig
+    from cxrlab.generation.train import (
         BaseTrainConfig,
         LcmTrainConfig,
         VaeTrainConfig,
     )
-    from cxrlab.training.segmenter import SegTrainConfig
+    from cxrlab.segmentation.train import SegTrainConfig
 
 T = TypeVar("T")
 
@@ -39,19 +39,19 @@ T = TypeVar("T")
 # diffusers (seconds). They are imported when a section that names them is loaded, so a
 # stage without a model (fetch, cohort, captions text, report) starts without them.
 _CONFIG_MODULES = {
-    "CaptionerConfig": "cxrlab.models.captioner",
-    "ClassifierConfig": "cxrlab.models.classifier",
-    "ClipArchConfig": "cxrlab.models.clip",
-    "DiffusionConfig": "cxrlab.models.diffusion",
-    "SegmenterConfig": "cxrlab.models.segmenter",
-    "CaptionTrainConfig": "cxrlab.training.captioner",
-    "TrainConfig": "cxrlab.training.classifier",
-    "ClipTrainConfig": "cxrlab.training.clip",
-    "BaseTrainConfig": "cxrlab.training.diffusion",
-    "LcmTrainConfig": "cxrlab.training.diffusion",
-    "LoraTrainConfig": "cxrlab.training.diffusion",
-    "VaeTrainConfig": "cxrlab.training.diffusion",
-    "SegTrainConfig": "cxrlab.training.segmenter",
+    "CaptionerConfig": "cxrlab.captioning.model",
+    "ClassifierConfig": "cxrlab.classification.model",
+    "ClipArchConfig": "cxrlab.labeling.model",
+    "DiffusionConfig": "cxrlab.generation.model",
+    "SegmenterConfig": "cxrlab.segmentation.model",
+    "CaptionTrainConfig": "cxrlab.captioning.train",
+    "TrainConfig": "cxrlab.classification.train",
+    "ClipTrainConfig": "cxrlab.labeling.train",
+    "BaseTrainConfig": "cxrlab.generation.train",
+    "LcmTrainConfig": "cxrlab.generation.train",
+    "LoraTrainConfig": "cxrlab.generation.train",
+    "VaeTrainConfig": "cxrlab.generation.train",
+    "SegTrainConfig": "cxrlab.segmentation.train",
 }
 
 

@@ -213,7 +213,7 @@ def lcm_lora_sd15(hf_home: str | Path, sd_folder: Path, seed: int = 0) -> Path:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from cxrlab.models.diffusion import add_lora, save_lora
+    from cxrlab.generation.model import add_lora, save_lora
 
     unet = UNet2DConditionModel.from_pretrained(sd_folder / "unet")
     add_lora(unet, LCM_LORA_RANK, None, LCM_LORA_TARGETS)

@@ -1,0 +1,220 @@
+"""Caption fine-tuning through the shared loop.
+
+Cross-entropy on the caption tokens (padding at -100), AdamW with linear warmup and
+linear decay, full fine-tune or LoRA.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cxrlab.core.errors import ConfigError
+from cxrlab.captioning.evaluate import CaptionScorer
+from cxrlab.captioning.model import (
+    Captioner,
+    add_lora,
+    caption_forward,
+    caption_loss,
+    generate_captions,
+    is_quantized,
+    pixel_values,
+    pretrained_weights,
+    sentence_embeddings,
+)
+from cxrlab.core.augment import AugmentConfig, augment_batch
+from cxrlab.core.checkpoint import fingerprint
+from cxrlab.core.runtime import device, mean_over_processes, shard, sync_gradients
+from cxrlab.core.loop import TrainResult, fit, model_signature
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CaptionTrainConfig:
+    """``captioning.train``: the fine-tune.
+
+    Attributes:
+        finetune: ``full`` trains every weight; ``lora`` only a peft LoRA adapter.
+        lora_rank, lora_alpha, lora_targets: The adapter, when ``finetune`` is lora;
+            ``lora_targets`` null takes the family's modules (BLIP's query/value, LLaMA's
+            q/k/v/o and MLP projections: ``DEFAULT_LORA_TARGETS``).
+        gradient_checkpointing: Recompute activations in the backward pass instead of
+            keeping them (less memory, about a third more time); the gpu-llava profile's.
+        epochs, batch_size, lr, weight_decay, warmup_frac: AdamW with linear warmup
+            over ``warmup_frac`` of the steps, then linear decay to 0.
+        pretrained_lr_scale: The learning rate of weights that start pretrained (the
+            MiniLM decoder layers) is ``lr`` times this; new weights (the ViT, the
+            cross-attention, the LM head) get ``lr``. Ignored with a pretrained captioner.
+        augment: Random affine and intensity changes of the training images.
+        align_weight: Weight of an auxiliary image-text alignment loss (0 turns it off):
+            a linear head on the mean-pooled image features regresses the caption's
+            MiniLM sentence embedding (cosine), which gives the randomly initialised
+            vision encoder a direct signal, as BLIP's image-text contrastive loss does.
+            The head is used in training only and not saved.
+        select: The validation metric that picks the kept epoch: ``val_loss``
+            (lowest), or ``val_bleu_4`` / ``val_cider`` (highest) of greedy captions.
+        seed: Seeds the initialisation, the batch order and the augmentation.
+    """
+
+    finetune: Literal["full", "lora"] = "full"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_targets: list[str] | None = None
+    gradient_checkpointing: bool = False
+    epochs: int = 16
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.1
+    pretrained_lr_scale: float = 0.1
+    augment: AugmentConfig = field(
+        default_factory=lambda: AugmentConfig(
+            rotate_deg=5, shift=0.04, zoom=0.05, brightness=0.1, contrast=0.1
+        )  # fmt: skip
+    )
+    align_weight: float = 0.0
+    select: str = "val_loss"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.finetune not in ("full", "lora"):
+            raise ConfigError(
+                f"captioning.train.finetune is '{self.finetune}'; expected full or lora."
+            )
+        if self.select not in ("val_loss", "val_bleu_4", "val_cider"):
+            raise ConfigError(
+                f"captioning.train.select is '{self.select}'; "
+                "expected val_loss, val_bleu_4 or val_cider."
+            )
+        for key in ("epochs", "batch_size", "lr"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"captioning.train.{key} must be positive.")
+
+
+def make_optimizer(
+    model: torch.nn.Module, cfg: CaptionTrainConfig, total_steps: int, pretrained: set[str]
+):
+    """AdamW (no decay on biases and norms) with linear warmup and linear decay to 0."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((p.ndim > 1, name in pretrained), []).append(p)
+    optimizer = torch.optim.AdamW(
+        [
+            {
+                "params": params,
+                "weight_decay": cfg.weight_decay if decay else 0.0,
+                "lr": cfg.lr * (cfg.pretrained_lr_scale if old else 1.0),
+            }
+            for (decay, old), params in sorted(groups.items())
+        ]
+    )
+    warm = max(1, round(cfg.warmup_frac * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min((s + 1) / warm, max(0.0, (total_steps - s) / max(1, total_steps - warm))),
+    )
+    return optimizer, scheduler
+
+
+def train_captioner(
+    captioner: Captioner,
+    train: tuple[np.ndarray, list[str]],
+    val: tuple[np.ndarray, list[str]],
+    cfg: CaptionTrainConfig,
+    checkpoint_path: str | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Fine-tune on (images, captions); keep the best epoch by ``cfg.select``.
+
+    Args:
+        captioner: Trained in place (wrapped in LoRA first when ``cfg.finetune`` is lora).
+        train: uint8 images (N, H, W) and their captions.
+        val: The same for validation.
+        cfg: The fine-tune's params.
+        checkpoint_path: Saved every epoch, resumed from.
+        on_epoch: Called with each epoch's metrics.
+    """
+    pretrained = pretrained_weights(captioner)
+    if cfg.gradient_checkpointing:
+        captioner.model.gradient_checkpointing_enable({"use_reentrant": False})
+    if cfg.finetune == "lora":
+        add_lora(captioner, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    model = captioner.model
+    quantized = is_quantized(model)  # placed on the GPU when loaded; .to() is refused
+    x_train, texts = pixel_values(captioner, train[0]), list(train[1])
+    targets = sentence_embeddings(texts) if cfg.align_weight else None
+    if targets is not None:
+        width = caption_forward(captioner, x_train[:1], texts[:1])[1].shape[-1]
+        model.align_head = torch.nn.Linear(width, targets.shape[1])
+    x_val, val_texts = pixel_values(captioner, val[0]), list(val[1])
+    if not quantized:
+        model.to(device())
+    targets = targets.to(device()) if targets is not None else None
+    steps = -(-len(texts) // cfg.batch_size)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log.info(
+        "captioner: %s fine-tune, %.2fM of %.2fM weights trainable, %d images, %d epochs",
+        cfg.finetune, sum(p.numel() for p in trainable) / 1e6,
+        sum(p.numel() for p in model.parameters()) / 1e6, len(texts), cfg.epochs,
+    )  # fmt: skip
+    optimizer, scheduler = make_optimizer(model, cfg, steps * cfg.epochs, pretrained)
+    run_id = fingerprint(cfg, captioner.cfg, texts, model_signature(model))
+
+    def train_epoch(epoch: int) -> float:
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.randperm(len(texts), generator=gen)
+        model.train()
+        total = 0.0
+        for i in tqdm(range(steps), desc=f"epoch {epoch + 1}", leave=False):
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            part = shard(len(idx))  # this process's share of the batch
+            x = augment_batch(x_train[idx], cfg.augment, gen)[part].to(device())
+            idx = idx[part]
+            loss, image = caption_forward(captioner, x, [texts[j] for j in idx])
+            if targets is not None:
+                pred = torch.nn.functional.normalize(model.align_head(image), dim=-1)
+                loss = loss + cfg.align_weight * (1 - (pred * targets[idx]).sum(-1)).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            sync_gradients(trainable)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            scheduler.step()
+            total += loss.item()
+        return mean_over_processes(total / steps, 1.0)
+
+    scorer = CaptionScorer(meteor=False)
+
+    @torch.no_grad()
+    def validate() -> dict[str, float]:
+        model.eval()
+        loss, generated = 0.0, []
+        for i in range(0, len(val_texts), 32):
+            x, texts_i = x_val[i : i + 32].to(device()), val_texts[i : i + 32]
+            loss += caption_loss(captioner, x, texts_i).item() * len(texts_i)
+            generated += generate_captions(captioner, x, 1, captioner.cfg.max_length)
+        scores = scorer.score(val_texts, generated)
+        return {
+            "val_loss": loss / len(val_texts),
+            "val_bleu_4": scores["bleu_4"],
+            "val_cider": scores["cider"],
+            "val_distinct": len(set(generated)) / len(generated),
+        }
+
+    result = fit(
+        model, optimizer, scheduler, cfg.epochs, run_id, train_epoch, validate,
+        select=cfg.select, checkpoint_path=checkpoint_path, on_epoch=on_epoch,
+    )  # fmt: skip
+    if targets is not None:
+        del model.align_head
+    if not quantized:
+        model.to("cpu")
+    return result

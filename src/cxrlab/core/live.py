@@ -1,0 +1,55 @@
+"""dvclive plumbing shared by the training stages."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from dvclive import Live
+
+from cxrlab.core.runtime import is_main_process
+
+
+class _Silent:
+    """Stands in for dvclive's Live in processes that do not write (multi-process runs)."""
+
+    def __init__(self) -> None:
+        self.summary: dict = {}  # filled and dropped
+
+    def log_metric(self, *args, **kwargs) -> None:
+        """Log nothing."""
+
+
+@contextlib.contextmanager
+def epoch_logger(directory: str) -> Iterator[tuple[Live, Callable[[dict], None]]]:
+    """Open a dvclive run in ``directory`` and yield it with a per-epoch row logger.
+
+    The logger writes each key of an epoch row (``train_loss`` becomes
+    ``train/loss``, ``val_dice`` becomes ``val/dice``) and advances the step.
+    In a process other than the main one (``accelerate launch``) nothing is written.
+    """
+    if not is_main_process():
+        yield _Silent(), lambda row: None
+        return
+    with Live(dir=directory, dvcyaml=False, save_dvc_exp=False) as live:
+
+        def log_epoch(row: dict) -> None:
+            for key, value in row.items():
+                if key != "epoch":
+                    live.log_metric(key.replace("_", "/", 1), value)
+            live.next_step()
+
+        yield live, log_epoch
+
+
+def record_pretrained(directory: str, figure: str, source: str) -> None:
+    """Mark a training stage that copied ``source`` instead of training (gpu profile).
+
+    Writes the stage's metrics (``trained_here: 0``) and a figure saying so, so that
+    the outputs ``dvc.yaml`` declares exist either way.
+    """
+    from cxrlab.core.figures import save_note
+
+    with Live(dir=directory, dvcyaml=False, save_dvc_exp=False) as live:
+        live.log_metric("trained_here", 0, plot=False)
+    save_note(f"not trained here: copied from {source}", figure)

@@ -1,0 +1,221 @@
+"""The epoch loop every trainer shares: best-epoch selection, checkpoints and resume.
+
+A trainer supplies one function that trains an epoch and one that validates; this
+module keeps the history, the best weights, and a checkpoint after every epoch,
+so an interrupted run resumes where it stopped. When each epoch's randomness is
+seeded from (seed, epoch), a resumed run ends with the same weights as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from cxrlab.core.errors import TrainingDiverged
+from cxrlab.core.checkpoint import load_checkpoint, save_checkpoint
+from cxrlab.core.runtime import is_main_process
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What training returns: the best model (already loaded) and its history."""
+
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]]
+    seconds: float
+    record: dict[str, Any] = field(default_factory=dict)  # trainer facts saved with the model
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Any, steps_per_epoch: int):
+    """AdamW or Nesterov SGD without decay on biases and norms, plus the LR schedule.
+
+    ``cfg`` has ``optimizer``, ``lr``, ``weight_decay``, ``schedule`` (``onecycle``,
+    ``cosine`` or ``constant``), ``warmup_frac`` and ``epochs``. ``cosine`` and
+    ``constant`` warm up linearly over ``warmup_frac`` of the steps (see :func:`lr_factor`).
+    """
+    params = list(model.named_parameters())
+    groups = [
+        {"params": [p for _, p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+        {"params": [p for _, p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup_frac
+        )
+    else:
+        factor = partial(
+            lr_factor, warmup=round(cfg.warmup_frac * total), total=total,
+            cosine=cfg.schedule == "cosine",
+        )  # fmt: skip
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return optimizer, scheduler
+
+
+def lr_factor(step: int, warmup: int, total: int, cosine: bool) -> float:
+    """The LR multiplier at ``step``: linear warm-up over ``warmup`` steps, then 1 or cosine to 0.
+
+    The first step already trains (at ``1 / warmup`` of the peak), unlike schedules that
+    spend it at zero.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if not cosine:
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class DivergenceGuard:
+    """Stops a run whose ``key`` turned non-finite or stayed far above its best.
+
+    Call it with each epoch's (or block's) row, for example from ``fit``'s ``on_epoch``.
+    It raises :class:`TrainingDiverged` when ``row[key]`` is NaN or infinite, or when it
+    has been more than ``factor`` times its best value for ``patience`` rows in a row.
+
+    Args:
+        key: The row's loss to watch (``val_loss``: its noise is fixed, so rows compare).
+        factor: How far above the best counts as a rise.
+        patience: How many rows in a row the rise must last.
+        what: Names the run in the message (``lora``).
+        hint: What to change, appended to the message.
+        steps_per_row: Optimizer steps per row, to name the step in the message.
+    """
+
+    def __init__(
+        self, key: str, factor: float, patience: int, what: str, hint: str, steps_per_row: int
+    ) -> None:
+        self.key, self.factor, self.patience = key, factor, patience
+        self.what, self.hint, self.steps_per_row = what, hint, steps_per_row
+        self.best = (math.inf, 0)
+        self.above = 0
+
+    def start_from(self, value: float) -> None:
+        """Count ``value`` (the untrained model's, at step 0) as the best so far."""
+        self.best = (value, 0)
+
+    def __call__(self, row: dict[str, float]) -> None:
+        """Check one row; raise :class:`TrainingDiverged` if the run ran away."""
+        value, step = row[self.key], int(row["epoch"]) * self.steps_per_row
+        if not math.isfinite(value) or not math.isfinite(row.get("train_loss", 0.0)):
+            self._stop(f"{self.key} became {value} (train loss {row.get('train_loss')})", step)
+        if value < self.best[0]:
+            self.best, self.above = (value, step), 0
+        elif value > self.factor * self.best[0]:
+            self.above += 1
+            if self.above >= self.patience:
+                self._stop(
+                    f"{self.key} {value:.4g} stayed above {self.factor:g}x its best "
+                    f"{self.best[0]:.4g} (step {self.best[1]}) for {self.above} evaluations",
+                    step,
+                )
+        else:
+            self.above = 0
+
+    def _stop(self, why: str, step: int) -> None:
+        raise TrainingDiverged(f"{self.what} training diverged at step {step}: {why}; {self.hint}")
+
+
+def model_signature(model: torch.nn.Module) -> list:
+    """Parameter names and shapes: part of a run's fingerprint."""
+    return [(name, list(p.shape)) for name, p in model.state_dict().items()]
+
+
+def fit(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    epochs: int,
+    run_id: str,
+    train_epoch: Callable[[int], float],
+    validate: Callable[[], dict[str, float]],
+    select: str,
+    checkpoint_path: str | Path | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Run ``epochs`` epochs; on return ``model`` holds the weights of the best one.
+
+    Args:
+        model: The model being trained.
+        optimizer: Its optimizer (saved in checkpoints).
+        scheduler: Its LR scheduler (saved in checkpoints).
+        epochs: Total epochs, counting those done before a resume.
+        run_id: Fingerprint of config and data; a checkpoint with another is ignored.
+        train_epoch: Trains epoch ``i`` (0-based) and returns its mean loss.
+        validate: Returns validation metrics (keys start with ``val_``).
+        select: The ``validate`` key to maximise; ``val_loss`` is minimised.
+        checkpoint_path: Saved after every epoch and resumed from; deleted at the
+            end. None disables checkpointing.
+        on_epoch: Called with each epoch's row (also the replayed rows on resume).
+
+    Returns:
+        The best epoch (1-based), its score, the history and the seconds taken.
+    """
+    state = load_checkpoint(checkpoint_path, run_id) if checkpoint_path else None
+    start_epoch, history = 0, []
+    best: dict[str, Any] = {"epoch": -1, "score": -float("inf"), "weights": None}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+        best = {"epoch": state["best_epoch"], "score": state["best_score"]}
+        best["weights"] = state["best"]
+        log.info("resuming from %s at epoch %d", checkpoint_path, start_epoch + 1)
+        for row in history:
+            if on_epoch:
+                on_epoch(row)
+
+    start = time.perf_counter()
+    bar = tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch, total=epochs)
+    for epoch in bar:
+        train_loss = train_epoch(epoch)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0]}
+        row.update(validate())
+        score = -row[select] if select == "val_loss" else row[select]
+        if score > best["score"]:
+            weights = copy.deepcopy(model.state_dict())
+            best = {"epoch": epoch + 1, "score": score, "weights": weights}
+        history.append(row)
+        bar.set_postfix(loss=f"{train_loss:.3f}", **{select: f"{row[select]:.4f}"})
+        if checkpoint_path and is_main_process():  # every process resumes from it
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "fingerprint": run_id,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "history": history,
+                    "best_epoch": best["epoch"],
+                    "best_score": best["score"],
+                    "best": best["weights"],
+                },
+            )
+        if on_epoch:
+            on_epoch(row)
+    seconds = time.perf_counter() - start
+    model.load_state_dict(best["weights"])
+    if checkpoint_path and is_main_process():
+        Path(checkpoint_path).unlink(missing_ok=True)
+    log.info("best epoch %d (%s %.4f), %.1f s", best["epoch"], select, best["score"], seconds)
+    return TrainResult(best["epoch"], float(best["score"]), history, seconds)

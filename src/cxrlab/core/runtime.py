@@ -1,0 +1,122 @@
+"""Where training runs: one process or several with DDP, on CPU or a GPU.
+
+The ``device`` param picks the device: ``cpu`` (the cpu profile: results reproduce bit
+for bit), ``cuda`` (fail unless torch sees a GPU) or ``auto`` (a GPU when there is one;
+the gpu profile). :func:`cxrlab.core.utils.run_stage` applies it before a stage starts.
+Trainers keep their data and every random draw on the CPU, and move each batch to
+:func:`device`, so a GPU run sees the same batches, noise and augmentations as a CPU run;
+they hand the model back on the CPU.
+
+`dvc repro` runs a stage as one process. Launched as several, e.g.
+
+    accelerate launch --multi_gpu --num_processes 2 stages/train_classifier.py
+
+(on a machine without a GPU the processes talk over gloo), each process trains on its
+share of every batch and DDP averages the gradients, so one optimiser step still sees the
+whole batch. Only the main process writes files. The classifier wraps its model in DDP;
+the other trainers average their gradients with :func:`sync_gradients`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+
+from cxrlab.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "cuda", "auto")
+_chosen = "cpu"
+
+
+def use_device(name: str) -> None:
+    """Run on ``name`` (one of :data:`DEVICES`) from here on.
+
+    Raises:
+        ConfigError: For an unknown name (and, at first use, ``cuda`` without a GPU).
+    """
+    global _chosen
+    if name not in DEVICES:
+        raise ConfigError(f"device is '{name}'; expected one of {', '.join(DEVICES)}.")
+    if name != _chosen:
+        _chosen = name
+        if accelerator.cache_info().currsize:
+            from accelerate.state import AcceleratorState
+
+            # accelerate keeps one state per process; a switch (tests do it) starts anew.
+            AcceleratorState._reset_state(reset_partial_state=True)
+            accelerator.cache_clear()
+
+
+@functools.cache
+def accelerator():
+    """The process's :class:`accelerate.Accelerator`, on the device :func:`use_device` chose."""
+    from accelerate import Accelerator
+
+    if _chosen == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device is 'cuda' but torch sees no CUDA GPU; use device: auto (a GPU when "
+            "there is one) or cpu."
+        )
+    acc = Accelerator(cpu=_chosen == "cpu")
+    log.info(
+        "device %s, process %d of %d (%s)",
+        acc.device, acc.process_index + 1, acc.num_processes, acc.distributed_type,
+    )  # fmt: skip
+    return acc
+
+
+def device() -> torch.device:
+    """The device models train and predict on."""
+    return accelerator().device
+
+
+def device_of(module: torch.nn.Module) -> torch.device:
+    """The device a module's weights are on (CPU for a module without weights)."""
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
+
+
+@torch.no_grad()
+def run_batched(fn, x: torch.Tensor, batch_size: int, on: torch.device | None = None):
+    """``fn`` over ``x`` in batches moved to ``on``, without gradients, joined on the CPU."""
+    return torch.cat([fn(x[i : i + batch_size].to(on)).cpu() for i in range(0, len(x), batch_size)])
+
+
+def is_main_process() -> bool:
+    """Whether this process writes outputs (always true for a single process)."""
+    return accelerator().is_main_process
+
+
+def shard(n: int) -> slice:
+    """This process's rows of a batch of ``n``: every ``num_processes``-th from its rank."""
+    acc = accelerator()
+    return slice(acc.process_index, n, acc.num_processes)
+
+
+def sync_gradients(params) -> None:
+    """Average the gradients of ``params`` over the processes, as DDP does after backward.
+
+    Trainers that shard their batches call it between ``backward()`` and the optimiser
+    step, so the replicas stay identical without wrapping the model (which would hide
+    peft's and diffusers' methods). A no-op for a single process.
+    """
+    acc = accelerator()
+    if acc.num_processes == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = acc.reduce(torch.cat([g.reshape(-1) for g in grads]), "mean")
+    for grad, mean in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        grad.copy_(mean.view_as(grad))
+
+
+def mean_over_processes(value: float, weight: float) -> float:
+    """The ``weight``-weighted mean of a per-process number over all processes."""
+    acc = accelerator()
+    if acc.num_processes == 1:
+        return value
+    pair = torch.tensor([value * weight, weight], dtype=torch.float64, device=acc.device)
+    totals = acc.reduce(pair, "sum")
+    return float(totals[0] / totals[1])
