@@ -14,14 +14,15 @@ from pathlib import Path
 import pandas as pd
 
 from cxrlab.cohort import analysis as cohort
-from cxrlab.params import load_section
 from cxrlab.cohort.figures import (
     comparison_figure,
     counts_figure,
     demographics_figure,
     markdown_table,
 )
-from cxrlab.core.utils import atomic_path, run_stage, write_json
+from cxrlab.core.utils import atomic_path, write_json
+from cxrlab.params import load_section
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("analyze_cohort")
 

@@ -15,8 +15,9 @@ import pandas as pd
 
 from cxrlab.cohort import database as cohort_db
 from cxrlab.core.errors import DataError
+from cxrlab.core.utils import write_json
 from cxrlab.params import load_section
-from cxrlab.core.utils import run_stage, write_json
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("build_cohort_db")
 

@@ -11,10 +11,11 @@ Outputs: ``captioning.paths.mapper`` (JSON table); ``captioning.paths.mapper_met
 
 import logging
 
-from cxrlab.captioning.roco import read_roco
 from cxrlab.captioning.concepts import concept_f1, tune_mapper
+from cxrlab.captioning.roco import read_roco
+from cxrlab.core.utils import write_json
 from cxrlab.params import load_section
-from cxrlab.core.utils import run_stage, write_json
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("build_concept_mapper")
 

@@ -17,10 +17,11 @@ import pandas as pd
 
 from cxrlab.captioning.data import load_caption_data
 from cxrlab.captioning.model import generate_captions, is_quantized, load_captioner, pixel_values
-from cxrlab.params import load_section
 from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.runtime import device
-from cxrlab.core.utils import md5sum, resumable_map, run_stage, write_csv, write_json
+from cxrlab.core.utils import md5sum, resumable_map, write_csv, write_json
+from cxrlab.params import load_section
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("caption_images")
 

@@ -15,13 +15,14 @@ import numpy as np
 from dvclive import Live
 
 from cxrlab.classification.data import load_pneumoniamnist
-from cxrlab.core.transforms import to_tensor
-from cxrlab.core.errors import ConfigError
-from cxrlab.classification.retrieval import nearest_neighbours, precision_at_k
-from cxrlab.classification.model import embed, load_classifier
-from cxrlab.params import load_section
 from cxrlab.classification.figures import retrieval_gallery
-from cxrlab.core.utils import run_stage, seed_everything
+from cxrlab.classification.model import embed, load_classifier
+from cxrlab.classification.retrieval import nearest_neighbours, precision_at_k
+from cxrlab.core.errors import ConfigError
+from cxrlab.core.transforms import to_tensor
+from cxrlab.core.utils import seed_everything
+from cxrlab.params import load_section
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("classifier_retrieval")
 

@@ -17,14 +17,15 @@ from pathlib import Path
 import numpy as np
 from dvclive import Live
 
-from cxrlab.labeling.labels import write_labels
 from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
 from cxrlab.classification.evaluate import binary_metrics, expected_calibration_error
-from cxrlab.labeling.zero_shot import binary_logit, calibrate_and_label, class_embeddings
-from cxrlab.labeling.model import load_clip
-from cxrlab.params import load_section
 from cxrlab.core.figures import plot_confusion_matrices
-from cxrlab.core.utils import run_stage, seed_everything
+from cxrlab.core.utils import seed_everything
+from cxrlab.labeling.labels import write_labels
+from cxrlab.labeling.model import load_clip
+from cxrlab.labeling.zero_shot import binary_logit, calibrate_and_label, class_embeddings
+from cxrlab.params import load_section
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("clip_label")
 

@@ -18,19 +18,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxrlab.captioning.concepts import ConceptMapper, write_concept_csvs
 from cxrlab.captioning.data import load_caption_data, split_of
-from cxrlab.core.errors import DataError
 from cxrlab.captioning.evaluate import (
     CaptionScorer,
     most_frequent_caption,
     nearest_train_captions,
     score_systems,
 )
-from cxrlab.captioning.concepts import ConceptMapper, write_concept_csvs
-from cxrlab.captioning.model import image_embeddings, load_captioner, pixel_values
-from cxrlab.params import load_section
 from cxrlab.captioning.figures import caption_examples_figure, caption_scores_figure
-from cxrlab.core.utils import run_stage, write_json
+from cxrlab.captioning.model import image_embeddings, load_captioner, pixel_values
+from cxrlab.core.errors import DataError
+from cxrlab.core.utils import write_json
+from cxrlab.params import load_section
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("evaluate_captions")
 HEADLINE = ("bleu_4", "rouge_l", "cider", "meteor")

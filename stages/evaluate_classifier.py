@@ -14,12 +14,13 @@ from pathlib import Path
 from dvclive import Live
 
 from cxrlab.classification.data import load_pneumoniamnist
-from cxrlab.core.transforms import to_tensor
 from cxrlab.classification.evaluate import binary_metrics, choose_threshold
-from cxrlab.classification.model import load_classifier, predict_proba
-from cxrlab.params import load_section
 from cxrlab.classification.figures import failure_gallery, gradcam_figure
-from cxrlab.core.utils import run_stage, seed_everything
+from cxrlab.classification.model import load_classifier, predict_proba
+from cxrlab.core.transforms import to_tensor
+from cxrlab.core.utils import seed_everything
+from cxrlab.params import load_section
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("evaluate_classifier")
 

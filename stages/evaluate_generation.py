@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
-from cxrlab.core.transforms import to_tensor, to_uint8
+from cxrlab.classification.model import embed, load_classifier, predict_proba
 from cxrlab.core.errors import DataError
+from cxrlab.core.transforms import to_tensor, to_uint8
+from cxrlab.core.utils import write_json
 from cxrlab.generation.evaluate import (
     compare_samplers,
     frechet_distance,
@@ -32,11 +34,10 @@ from cxrlab.generation.evaluate import (
     saturated_fraction,
     score_set,
 )
-from cxrlab.classification.model import embed, load_classifier, predict_proba
+from cxrlab.generation.figures import plot_generation_scores, save_sample_grid
 from cxrlab.generation.model import reconstruct
 from cxrlab.params import load_section
-from cxrlab.generation.figures import plot_generation_scores, save_sample_grid
-from cxrlab.core.utils import run_stage, write_json
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("evaluate_generation")
 VARIANTS = ("base", "lora")

@@ -19,11 +19,12 @@ from pathlib import Path
 import pandas as pd
 from dvclive import Live
 
-from cxrlab.segmentation.evaluate import age_band, score_images, summarise
-from cxrlab.segmentation.model import load_segmenter, predict_full_size
+from cxrlab.core.utils import seed_everything, write_csv
 from cxrlab.params import load_section
+from cxrlab.segmentation.evaluate import age_band, score_images, summarise
 from cxrlab.segmentation.figures import dice_by_group_figure, overlay_figure, pick_cases
-from cxrlab.core.utils import run_stage, seed_everything, write_csv
+from cxrlab.segmentation.model import load_segmenter, predict_full_size
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("evaluate_segmenter")
 SCORES = ["dice", "iou", "hd95_px"]

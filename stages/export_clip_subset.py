@@ -10,12 +10,12 @@ Outputs: ``clip.paths.subset``.
 
 import logging
 
-from cxrlab.generation.imagefolder import write_imagefolder
-from cxrlab.labeling.labels import read_labels, select_balanced
 from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
 from cxrlab.core.errors import ConfigError
+from cxrlab.generation.imagefolder import write_imagefolder
+from cxrlab.labeling.labels import read_labels, select_balanced
 from cxrlab.params import load_section
-from cxrlab.core.utils import run_stage
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("export_clip_subset")
 

@@ -1,16 +1,16 @@
 """Stage fetch_data@<dataset>: put one raw dataset under data/raw, verified by checksum.
 
 Inputs:  params ``fetch`` (mirrors, upstream switch, raw_dir); the dataset's checksum
-         file ``src/cxrlab/data/checksums/<dataset>.md5``.
+         file ``src/cxrlab/core/checksums/<dataset>.md5``.
 Outputs: ``<fetch.raw_dir>/<dataset>/``.
 """
 
 import sys
 
-from cxrlab.core.fetch import fetch_dataset
 from cxrlab.core.errors import ConfigError
+from cxrlab.core.fetch import fetch_dataset
 from cxrlab.params import load_section
-from cxrlab.core.utils import run_stage
+from cxrlab.stage import run_stage
 
 
 def main() -> None:

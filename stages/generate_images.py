@@ -25,9 +25,10 @@ import numpy as np
 
 from cxrlab.classification.data import CLASS_NAMES
 from cxrlab.core.errors import ConfigError
+from cxrlab.core.utils import atomic_path, seed_everything
 from cxrlab.generation.model import check_lora_record, load_variant, sample_images, use_sampler
 from cxrlab.params import load_section
-from cxrlab.core.utils import atomic_path, run_stage, seed_everything
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("generate_images")
 VARIANTS = ("base", "lora")

@@ -16,12 +16,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cxrlab.cohort.database import nih_spacing
+from cxrlab.core.figures import BAD, Panel, save_gallery
+from cxrlab.core.utils import seed_everything, write_csv
+from cxrlab.params import load_section
 from cxrlab.segmentation.data import read_gray
 from cxrlab.segmentation.evaluate import lung_measurements, postprocess
 from cxrlab.segmentation.model import load_segmenter, predict_full_size
-from cxrlab.params import load_section
-from cxrlab.core.figures import BAD, Panel, save_gallery
-from cxrlab.core.utils import run_stage, seed_everything, write_csv
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("measure_nih_lungs")
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from cxrlab.captioning.data import build_caption_pairs, check_captions, load_pair_images
+from cxrlab.core.utils import atomic_path
 from cxrlab.params import load_section
-from cxrlab.core.utils import atomic_path, run_stage
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("prepare_captions")
 

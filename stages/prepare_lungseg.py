@@ -12,9 +12,10 @@ import logging
 
 import numpy as np
 
-from cxrlab.segmentation.data import prepare_arrays, read_index, screen, split_by_patient
+from cxrlab.core.utils import atomic_path, write_json
 from cxrlab.params import load_section
-from cxrlab.core.utils import atomic_path, run_stage, write_json
+from cxrlab.segmentation.data import prepare_arrays, read_index, screen, split_by_patient
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("prepare_lungseg")
 

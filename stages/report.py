@@ -16,8 +16,9 @@ from pathlib import Path
 import yaml
 
 from cxrlab.core.config import load_params
-from cxrlab.params import apply_profile, load_section
 from cxrlab.core.figures import plot_confusion_matrices
+from cxrlab.core.utils import atomic_path, write_json
+from cxrlab.params import apply_profile, load_section
 from cxrlab.report.html import Section, report_page
 from cxrlab.report.report import (
     environment,
@@ -27,7 +28,7 @@ from cxrlab.report.report import (
     pipeline_outputs,
     roc_figure,
 )
-from cxrlab.core.utils import atomic_path, run_stage, write_json
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("report")
 

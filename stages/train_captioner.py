@@ -14,12 +14,13 @@ from pathlib import Path
 
 from cxrlab.captioning.data import load_caption_data, split_of
 from cxrlab.captioning.model import build_captioner, save_captioner
-from cxrlab.params import load_section
-from cxrlab.core.figures import plot_training_curves
 from cxrlab.captioning.train import train_captioner
-from cxrlab.core.runtime import is_main_process
+from cxrlab.core.figures import plot_training_curves
 from cxrlab.core.live import epoch_logger
-from cxrlab.core.utils import run_stage, seed_everything
+from cxrlab.core.runtime import is_main_process
+from cxrlab.core.utils import seed_everything
+from cxrlab.params import load_section
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("train_captioner")
 

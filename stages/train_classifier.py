@@ -15,13 +15,14 @@ from pathlib import Path
 
 from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
 from cxrlab.classification.model import build_classifier
-from cxrlab.params import load_section
-from cxrlab.core.figures import plot_training_curves
-from cxrlab.core.checkpoint import save_model
 from cxrlab.classification.train import train_classifier
-from cxrlab.core.runtime import is_main_process
+from cxrlab.core.checkpoint import save_model
+from cxrlab.core.figures import plot_training_curves
 from cxrlab.core.live import epoch_logger
-from cxrlab.core.utils import run_stage, seed_everything
+from cxrlab.core.runtime import is_main_process
+from cxrlab.core.utils import seed_everything
+from cxrlab.params import load_section
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("train_classifier")
 

@@ -13,11 +13,12 @@ import logging
 from dvclive import Live
 
 from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
-from cxrlab.labeling.model import build_clip, save_clip
-from cxrlab.params import load_section
-from cxrlab.labeling.train import train_clip
 from cxrlab.core.runtime import is_main_process
-from cxrlab.core.utils import run_stage, seed_everything
+from cxrlab.core.utils import seed_everything
+from cxrlab.labeling.model import build_clip, save_clip
+from cxrlab.labeling.train import train_clip
+from cxrlab.params import load_section
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("train_clip")
 

@@ -15,13 +15,14 @@ import logging
 from pathlib import Path
 
 from cxrlab.classification.data import load_pneumoniamnist
-from cxrlab.generation.model import build_pipeline, encode_latents, load_pipeline, to_rgb
-from cxrlab.params import load_section
 from cxrlab.core.figures import plot_training_curves
-from cxrlab.generation.train import make_conditioning, train_base_unet
-from cxrlab.core.runtime import is_main_process
 from cxrlab.core.live import epoch_logger, record_pretrained
-from cxrlab.core.utils import atomic_path, run_stage, seed_everything
+from cxrlab.core.runtime import is_main_process
+from cxrlab.core.utils import atomic_path, seed_everything
+from cxrlab.generation.model import build_pipeline, encode_latents, load_pipeline, to_rgb
+from cxrlab.generation.train import make_conditioning, train_base_unet
+from cxrlab.params import load_section
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("train_diffusion_base")
 

@@ -15,13 +15,14 @@ import logging
 from pathlib import Path
 
 from cxrlab.classification.data import load_pneumoniamnist
-from cxrlab.generation.model import encode_latents, fetch_lora, load_pipeline, save_lora, to_rgb
-from cxrlab.params import load_section
 from cxrlab.core.figures import plot_training_curves
-from cxrlab.generation.train import distill_lcm, make_conditioning
-from cxrlab.core.runtime import is_main_process
 from cxrlab.core.live import epoch_logger, record_pretrained
-from cxrlab.core.utils import run_stage, seed_everything
+from cxrlab.core.runtime import is_main_process
+from cxrlab.core.utils import seed_everything
+from cxrlab.generation.model import encode_latents, fetch_lora, load_pipeline, save_lora, to_rgb
+from cxrlab.generation.train import distill_lcm, make_conditioning
+from cxrlab.params import load_section
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("train_lcm_lora")
 

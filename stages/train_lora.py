@@ -20,15 +20,16 @@ Outputs: ``diffusion.paths.lora`` (``pytorch_lora_weights.safetensors``, diffuse
 import logging
 from pathlib import Path
 
-from cxrlab.generation.imagefolder import read_imagefolder
 from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
-from cxrlab.generation.model import encode_latents, load_pipeline, save_lora, to_rgb
-from cxrlab.params import load_section
 from cxrlab.core.figures import plot_training_curves
-from cxrlab.generation.train import make_conditioning, train_lora
-from cxrlab.core.runtime import is_main_process
 from cxrlab.core.live import epoch_logger
-from cxrlab.core.utils import run_stage, seed_everything
+from cxrlab.core.runtime import is_main_process
+from cxrlab.core.utils import seed_everything
+from cxrlab.generation.imagefolder import read_imagefolder
+from cxrlab.generation.model import encode_latents, load_pipeline, save_lora, to_rgb
+from cxrlab.generation.train import make_conditioning, train_lora
+from cxrlab.params import load_section
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("train_lora")
 

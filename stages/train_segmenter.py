@@ -12,15 +12,16 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+from cxrlab.core.checkpoint import save_model
+from cxrlab.core.figures import plot_training_curves
+from cxrlab.core.live import epoch_logger
+from cxrlab.core.runtime import is_main_process
+from cxrlab.core.utils import seed_everything
+from cxrlab.params import load_section
 from cxrlab.segmentation.data import load_prepared
 from cxrlab.segmentation.model import build_segmenter
-from cxrlab.params import load_section
-from cxrlab.core.figures import plot_training_curves
-from cxrlab.core.checkpoint import save_model
-from cxrlab.core.runtime import is_main_process
-from cxrlab.core.live import epoch_logger
 from cxrlab.segmentation.train import train_segmenter
-from cxrlab.core.utils import run_stage, seed_everything
+from cxrlab.stage import run_stage
 
 log = logging.getLogger("train_segmenter")
 

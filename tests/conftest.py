@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from cxrlab.classification.model import ClassifierConfig
-from cxrlab.core.augment import AugmentConfig
 from cxrlab.classification.train import TrainConfig
+from cxrlab.core.augment import AugmentConfig
 
 torch.set_flush_denormal(True)  # as every stage does (seed_everything): tiny nets crawl without
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -57,8 +57,8 @@ def clip():
 
 def captioner():
     from cxrlab.captioning.model import build_captioner
-    from cxrlab.core.augment import AugmentConfig
     from cxrlab.captioning.train import CaptionTrainConfig, train_captioner
+    from cxrlab.core.augment import AugmentConfig
     from tests.test_captioning import CAPTIONS, tiny_cfg, tiny_images
 
     images, texts = tiny_images(), [CAPTIONS[i % 2] for i in range(8)]

@@ -8,7 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrlab.core.config import from_dict
+from cxrlab.captioning.concepts import (
+    ConceptMapper,
+    MapperConfig,
+    tune_mapper,
+    write_concept_csvs,
+)
 from cxrlab.captioning.data import (
     CaptionDataConfig,
     build_caption_pairs,
@@ -17,19 +22,12 @@ from cxrlab.captioning.data import (
     nih_findings,
     note_sentence,
 )
-from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.captioning.evaluate import (
     CaptionScorer,
     concept_f1,
     most_frequent_caption,
     nearest_train_captions,
     normalize_caption,
-)
-from cxrlab.captioning.concepts import (
-    ConceptMapper,
-    MapperConfig,
-    tune_mapper,
-    write_concept_csvs,
 )
 from cxrlab.captioning.model import (
     DEFAULT_LORA_TARGETS,
@@ -49,8 +47,10 @@ from cxrlab.captioning.model import (
     quantization_config,
     save_captioner,
 )
-from cxrlab.core.augment import AugmentConfig
 from cxrlab.captioning.train import CaptionTrainConfig, train_captioner
+from cxrlab.core.augment import AugmentConfig
+from cxrlab.core.config import from_dict
+from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.core.utils import resumable_map
 
 TINY_VISION = VisionConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,

@@ -5,11 +5,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
+from cxrlab.classification.evaluate import binary_metrics, expected_calibration_error
+from cxrlab.core.augment import AugmentConfig
+from cxrlab.core.errors import ConfigError, DataError
+from cxrlab.core.utils import seed_everything
 from cxrlab.generation.imagefolder import METADATA_FILE, write_imagefolder
 from cxrlab.labeling.labels import COLUMNS, read_labels, select_balanced, write_labels
-from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
-from cxrlab.core.errors import ConfigError, DataError
-from cxrlab.classification.evaluate import binary_metrics, expected_calibration_error
+from cxrlab.labeling.model import ClipArchConfig, build_clip, load_clip, save_clip
+from cxrlab.labeling.train import ClipTrainConfig, label_aware_clip_loss, train_clip
 from cxrlab.labeling.zero_shot import (
     binary_logit,
     calibrate_and_label,
@@ -17,10 +21,6 @@ from cxrlab.labeling.zero_shot import (
     fit_scale,
     sigmoid,
 )
-from cxrlab.labeling.model import ClipArchConfig, build_clip, load_clip, save_clip
-from cxrlab.core.augment import AugmentConfig
-from cxrlab.labeling.train import ClipTrainConfig, label_aware_clip_loss, train_clip
-from cxrlab.core.utils import seed_everything
 
 TINY = ClipArchConfig(
     embed_dim=32,

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from cxrlab.cohort import database as cohort_db
-from cxrlab.core.errors import DataError
 from cxrlab.cohort.analysis import compare_groups, dice_by_subgroup, query
+from cxrlab.core.errors import DataError
 from tests.lungseg_fixtures import write_covid, write_iu, write_landmarks, write_nih
 
 

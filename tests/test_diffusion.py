@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from cxrlab.generation.imagefolder import read_imagefolder, write_imagefolder
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.generation.evaluate import (
     class_agreement,
@@ -16,6 +15,7 @@ from cxrlab.generation.evaluate import (
     mean_pairwise_distance,
     saturated_fraction,
 )
+from cxrlab.generation.imagefolder import read_imagefolder, write_imagefolder
 from cxrlab.generation.model import (
     DiffusionConfig,
     TextConfig,
@@ -32,7 +32,6 @@ from cxrlab.generation.model import (
     to_rgb,
     use_sampler,
 )
-from cxrlab.params import load_section
 from cxrlab.generation.train import (
     BaseTrainConfig,
     ConsistencySolver,
@@ -45,6 +44,7 @@ from cxrlab.generation.train import (
     train_lora,
     train_vae,
 )
+from cxrlab.params import load_section
 from tests.conftest import REPO
 
 TINY = DiffusionConfig(

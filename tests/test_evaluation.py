@@ -4,10 +4,10 @@ import torch
 from sklearn import metrics as skm
 
 from cxrlab.classification.evaluate import binary_metrics, choose_threshold
-from cxrlab.classification.gradcam import grad_cam
-from cxrlab.classification.retrieval import nearest_neighbours, precision_at_k
-from cxrlab.classification.model import build_classifier
 from cxrlab.classification.figures import outcome_groups
+from cxrlab.classification.gradcam import grad_cam
+from cxrlab.classification.model import build_classifier
+from cxrlab.classification.retrieval import nearest_neighbours, precision_at_k
 
 Y = np.array([0, 0, 0, 1, 1, 1, 1, 0])
 P = np.array([0.1, 0.6, 0.3, 0.8, 0.4, 0.9, 0.7, 0.2])

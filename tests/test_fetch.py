@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from cxrlab.core.fetch import CHECKSUM_DIR, fetch_dataset, read_checksums
 from cxrlab.core.errors import DataError
+from cxrlab.core.fetch import CHECKSUM_DIR, fetch_dataset, read_checksums
 from tests.conftest import SHARED_DATA
 
 

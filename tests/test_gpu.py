@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from cxrlab.core.errors import ConfigError
-from cxrlab.params import apply_profile, load_device
 from cxrlab.core.runtime import accelerator, device, device_of, use_device
+from cxrlab.params import apply_profile, load_device
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -163,8 +163,8 @@ def test_clip_trains_on_the_gpu_like_on_the_cpu(tiny_npz):
 @pytest.mark.parametrize("family", ["blip", "llava"])
 def test_captioner_trains_and_decodes_on_the_gpu_like_on_the_cpu(family):
     from cxrlab.captioning.model import build_captioner, generate_captions, pixel_values
-    from cxrlab.core.augment import AugmentConfig
     from cxrlab.captioning.train import CaptionTrainConfig, train_captioner
+    from cxrlab.core.augment import AugmentConfig
     from tests.test_captioning import CAPTIONS, tiny_cfg, tiny_images
 
     images, texts = tiny_images(), [CAPTIONS[i % 2] for i in range(8)]

@@ -6,7 +6,7 @@ from cxrlab.core.config import load_params
 from cxrlab.core.errors import DataError
 from cxrlab.hub import _pinned, check_offline, main, report, repos
 from cxrlab.params import apply_profile
-from cxrlab.core.utils import run_stage
+from cxrlab.stage import run_stage
 from tests.conftest import REPO
 
 GPU_REPOS = [

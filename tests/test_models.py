@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.classification.model import (
     ClassifierConfig,
     build_classifier,
@@ -10,6 +9,7 @@ from cxrlab.classification.model import (
     predict_proba,
 )
 from cxrlab.core.checkpoint import save_model
+from cxrlab.core.errors import ConfigError, DataError
 
 
 def test_forward_and_features_shapes(tiny_model_cfg):

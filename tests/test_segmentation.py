@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
+from cxrlab.core.augment import AugmentConfig, augment_pair
+from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.segmentation.data import (
     IGNORE,
     encode_mask,
@@ -14,7 +16,6 @@ from cxrlab.segmentation.data import (
     screen,
     split_by_patient,
 )
-from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.segmentation.evaluate import (
     age_band,
     dice_score,
@@ -24,7 +25,6 @@ from cxrlab.segmentation.evaluate import (
     postprocess,
 )
 from cxrlab.segmentation.model import SegmenterConfig, build_segmenter, predict_full_size
-from cxrlab.core.augment import AugmentConfig, augment_pair
 from cxrlab.segmentation.train import SegTrainConfig, segmentation_loss, train_segmenter
 from tests.lungseg_fixtures import write_covid
 

@@ -42,7 +42,7 @@ def test_classifier_stages_chain_on_tiny_data(workdir):
     # The real pneumoniamnist checksums reject the synthetic file: use a toy checksum set.
     with pytest.raises(SystemExit) as exit_info:
         sys.argv = ["fetch_data.py", "pneumoniamnist"]
-        from cxrlab.core.utils import run_stage
+        from cxrlab.stage import run_stage
 
         run_stage(stage_main("fetch_data"))
     assert exit_info.value.code == 1
@@ -75,7 +75,7 @@ def test_unknown_param_stops_the_stage_with_one_line(workdir, capsys):
     root, params = workdir
     params["classifier"]["train"]["epochz"] = 3
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    from cxrlab.core.utils import run_stage
+    from cxrlab.stage import run_stage
 
     with pytest.raises(SystemExit) as exit_info:
         run_stage(stage_main("train_classifier"))
@@ -125,7 +125,7 @@ def test_unknown_label_source_is_rejected_by_the_schema(workdir, capsys):
     root, params = workdir
     params["clip"]["subset"]["label_source"] = "llm"
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    from cxrlab.core.utils import run_stage
+    from cxrlab.stage import run_stage
 
     with pytest.raises(SystemExit):
         run_stage(stage_main("export_clip_subset"))
@@ -194,8 +194,8 @@ TINY_DIFFUSION = {
 
 def diffusion_workdir(root, params):
     """Tiny diffusion params, the npz in place, a trained tiny classifier and a subset."""
-    from cxrlab.generation.imagefolder import write_imagefolder
     from cxrlab.classification.data import load_pneumoniamnist
+    from cxrlab.generation.imagefolder import write_imagefolder
 
     d = params["diffusion"]
     d["model"].update(TINY_DIFFUSION)

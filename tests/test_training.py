@@ -4,8 +4,8 @@ import torch
 
 from cxrlab.classification.data import load_pneumoniamnist
 from cxrlab.classification.model import build_classifier
-from cxrlab.core.augment import AugmentConfig, augment_batch
 from cxrlab.classification.train import train_classifier
+from cxrlab.core.augment import AugmentConfig, augment_batch
 from cxrlab.core.utils import seed_everything
 
 

@@ -13,15 +13,15 @@ import time
 
 import torch
 
-from cxrlab.core.config import load_params
 from cxrlab.classification.data import load_pneumoniamnist
-from cxrlab.core.transforms import to_tensor
 from cxrlab.classification.evaluate import binary_metrics
 from cxrlab.classification.model import build_classifier, predict_proba
-from cxrlab.params import parse_section
 from cxrlab.classification.train import train_classifier
+from cxrlab.core.config import load_params
 from cxrlab.core.runtime import use_device
+from cxrlab.core.transforms import to_tensor
 from cxrlab.core.utils import seed_everything, setup_logging
+from cxrlab.params import parse_section
 
 
 def main() -> None:

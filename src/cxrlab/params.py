@@ -11,26 +11,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from cxrlab.core.config import PARAMS_FILE, load_params, section
-from cxrlab.captioning.data import CaptionDataConfig
-from cxrlab.segmentation.data import PrepareConfig
-from cxrlab.core.errors import ConfigError
 from cxrlab.captioning.concepts import MapperConfig
+from cxrlab.captioning.data import CaptionDataConfig
+from cxrlab.core.config import PARAMS_FILE, load_params, section
+from cxrlab.core.errors import ConfigError
+from cxrlab.segmentation.data import PrepareConfig
 
 if TYPE_CHECKING:
     from cxrlab.captioning.model import CaptionerConfig
-    from cxrlab.classification.model import ClassifierConfig
-    from cxrlab.labeling.model import ClipArchConfig
-    from cxrlab.generation.model import DiffusionConfig
-    from cxrlab.segmentation.model import SegmenterConfig
     from cxrlab.captioning.train import CaptionTrainConfig
+    from cxrlab.classification.model import ClassifierConfig
     from cxrlab.classification.train import TrainConfig
-    from cxrlab.labeling.train import ClipTrainConfig
+    from cxrlab.generation.model import DiffusionConfig
     from cxrlab.generation.train import (
         BaseTrainConfig,
         LcmTrainConfig,
         VaeTrainConfig,
     )
+    from cxrlab.labeling.model import ClipArchConfig
+    from cxrlab.labeling.train import ClipTrainConfig
+    from cxrlab.segmentation.model import SegmenterConfig
     from cxrlab.segmentation.train import SegTrainConfig
 
 T = TypeVar("T")

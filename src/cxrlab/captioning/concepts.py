@@ -25,8 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxrlab.core.errors import DataError
 from cxrlab.captioning.evaluate import WORD, concept_f1
+from cxrlab.core.errors import DataError
 from cxrlab.core.utils import atomic_path, write_json
 
 FINDING_CUIS = {

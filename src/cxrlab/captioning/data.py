@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlab.segmentation.data import normalize_xray, read_gray, read_index, resize, split_by_patient
 from cxrlab.core.errors import DataError
+from cxrlab.segmentation.data import normalize_xray, read_gray, read_index, resize, split_by_patient
 
 VIEWS = {"PA": "PA", "AP": "AP", "AP Supine": "AP supine"}
 COVID_FINDINGS = {

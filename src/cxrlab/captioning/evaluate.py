@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.classification.retrieval import nearest_neighbours
+from cxrlab.core.errors import ConfigError, DataError
 
 WORD = re.compile(r"[a-z0-9]+")
 EMPTY = "<empty>"

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cxrlab.core.errors import ConfigError
 from cxrlab.captioning.evaluate import CaptionScorer
 from cxrlab.captioning.model import (
     Captioner,
@@ -30,8 +29,9 @@ from cxrlab.captioning.model import (
 )
 from cxrlab.core.augment import AugmentConfig, augment_batch
 from cxrlab.core.checkpoint import fingerprint
-from cxrlab.core.runtime import device, mean_over_processes, shard, sync_gradients
+from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import TrainResult, fit, model_signature
+from cxrlab.core.runtime import device, mean_over_processes, shard, sync_gradients
 
 log = logging.getLogger(__name__)
 

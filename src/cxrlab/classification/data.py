@@ -52,7 +52,9 @@ def load_pneumoniamnist(path: str | Path) -> dict[str, Split]:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise DataError(f"{path} is not a readable npz file (corrupt or truncated?): {exc}.") from exc
+        raise DataError(
+            f"{path} is not a readable npz file (corrupt or truncated?): {exc}."
+        ) from exc
 
     expected = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
     missing = [k for k in expected if k not in arrays]

@@ -145,8 +145,8 @@ def load_classifier(directory: str | Path) -> tuple[Classifier, dict[str, Any]]:
     Returns:
         The model in eval mode, and the saved config (image size, class names ...).
     """
-    from cxrlab.core.config import from_dict
     from cxrlab.core.checkpoint import load_model_files
+    from cxrlab.core.config import from_dict
 
     weights, meta = load_model_files(directory)
     model = build_classifier(from_dict(ClassifierConfig, meta["model"], where="model"))

@@ -19,14 +19,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cxrlab.classification.data import Split
-from cxrlab.core.transforms import to_tensor
-from cxrlab.core.errors import ConfigError
 from cxrlab.classification.evaluate import binary_metrics
 from cxrlab.classification.model import Classifier, predict_proba
 from cxrlab.core.augment import AugmentConfig, augment_batch
 from cxrlab.core.checkpoint import fingerprint
-from cxrlab.core.runtime import accelerator, device, mean_over_processes, shard
+from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import TrainResult, fit, make_optimizer, model_signature
+from cxrlab.core.runtime import accelerator, device, mean_over_processes, shard
+from cxrlab.core.transforms import to_tensor
 
 log = logging.getLogger(__name__)
 

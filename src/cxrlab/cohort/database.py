@@ -586,7 +586,9 @@ def build_database(
                 counts[name] = len(frame)
             con.commit()
         except (sqlite3.Error, pd.errors.DatabaseError) as exc:
-            raise DataError(f"the cohort database rejected a row of {name}: {exc.__cause__ or exc}.") from exc
+            raise DataError(
+                f"the cohort database rejected a row of {name}: {exc.__cause__ or exc}."
+            ) from exc
         finally:
             con.close()
     log.info("wrote %s: %s", path, ", ".join(f"{k} {v}" for k, v in counts.items()))

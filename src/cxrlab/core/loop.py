@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from cxrlab.core.errors import TrainingDiverged
 from cxrlab.core.checkpoint import load_checkpoint, save_checkpoint
+from cxrlab.core.errors import TrainingDiverged
 from cxrlab.core.runtime import is_main_process
 
 log = logging.getLogger(__name__)

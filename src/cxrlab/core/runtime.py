@@ -2,7 +2,7 @@
 
 The ``device`` param picks the device: ``cpu`` (the cpu profile: results reproduce bit
 for bit), ``cuda`` (fail unless torch sees a GPU) or ``auto`` (a GPU when there is one;
-the gpu profile). :func:`cxrlab.core.utils.run_stage` applies it before a stage starts.
+the gpu profile). :func:`cxrlab.stage.run_stage` applies it before a stage starts.
 Trainers keep their data and every random draw on the CPU, and move each batch to
 :func:`device`, so a GPU run sees the same batches, noise and augmentations as a CPU run;
 they hand the model back on the CPU.

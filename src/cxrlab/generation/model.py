@@ -319,7 +319,10 @@ def reconstruct(source: str | Path, images, resolution: int, batch_size: int = 2
     from cxrlab.core.transforms import to_uint8
 
     vae = AutoencoderKL.from_pretrained(str(source), subfolder="vae").eval()
-    out = [vae.decode(vae.encode(b).latent_dist.mean).sample for b in to_rgb(images, resolution).split(batch_size)]
+    out = [
+        vae.decode(vae.encode(b).latent_dist.mean).sample
+        for b in to_rgb(images, resolution).split(batch_size)
+    ]
     return to_uint8(torch.cat(out).mean(1, keepdim=True))
 
 
@@ -368,8 +371,9 @@ def use_sampler(pipe, kind: str, base_config: dict) -> None:
 
 
 def load_variant(source: str | Path, adapters: dict[str, tuple[str | Path, float]]):
-    """Load a pipeline with LoRA adapters fused into its weights, for fast sampling,
-    on the ``device`` param's device.
+    """Load a pipeline with LoRA adapters fused into its weights, for fast sampling.
+
+    It runs on the ``device`` param's device.
 
     Args:
         source: The base pipeline (folder or hub id).

@@ -21,10 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cxrlab.core.errors import ConfigError
-from cxrlab.generation.model import LORA_TARGETS, add_lora
 from cxrlab.core.checkpoint import fingerprint
-from cxrlab.core.runtime import device, mean_over_processes, shard, sync_gradients
+from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import (
     DivergenceGuard,
     TrainResult,
@@ -32,6 +30,8 @@ from cxrlab.core.loop import (
     make_optimizer,
     model_signature,
 )
+from cxrlab.core.runtime import device, mean_over_processes, shard, sync_gradients
+from cxrlab.generation.model import LORA_TARGETS, add_lora
 
 OnEpoch = Callable[[dict[str, float]], None] | None
 

@@ -51,7 +51,9 @@ def write_labels(
             pred = (prob[split] >= threshold).astype(int)
             confidence = np.where(pred == 1, prob[split], 1 - prob[split])
             for i, (p, t, c) in enumerate(zip(pred, y, confidence, strict=True)):
-                writer.writerow([image_id(split, i), split, class_names[p], class_names[t], f"{c:.6f}"])
+                writer.writerow(
+                    [image_id(split, i), split, class_names[p], class_names[t], f"{c:.6f}"]
+                )
                 rows += 1
     return rows
 
@@ -69,7 +71,9 @@ def read_labels(path: str | Path) -> list[dict[str, str | float]]:
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise DataError(f"{path} lacks the columns {', '.join(missing)}; expected {', '.join(COLUMNS)}.")
+            raise DataError(
+                f"{path} lacks the columns {', '.join(missing)}; expected {', '.join(COLUMNS)}."
+            )
         return [{**row, "confidence_score": float(row["confidence_score"])} for row in reader]
 
 
@@ -112,7 +116,8 @@ def select_balanced(
         eligible = [
             parse_image_id(r["image_id"])[1]
             for r in rows
-            if r["split"] == split and r[column] == name
+            if r["split"] == split
+            and r[column] == name
             and (source == "ground_truth" or r["confidence_score"] >= min_confidence)
         ]
         if len(eligible) < per_class:

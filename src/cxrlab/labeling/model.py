@@ -42,7 +42,12 @@ class ClipArchConfig:
 
     embed_dim: int = 128
     vision: dict[str, Any] = field(
-        default_factory=lambda: {"image_size": 64, "layers": [1, 1, 1, 1], "width": 32, "head_width": 32}
+        default_factory=lambda: {
+            "image_size": 64,
+            "layers": [1, 1, 1, 1],
+            "width": 32,
+            "head_width": 32,
+        }
     )
     text: dict[str, Any] = field(
         default_factory=lambda: {"context_length": 32, "width": 128, "heads": 4, "layers": 2}
@@ -53,7 +58,11 @@ class ClipArchConfig:
     def open_clip_config(self) -> dict[str, Any]:
         """The ``open_clip_config.json`` content for this architecture."""
         return {
-            "model_cfg": {"embed_dim": self.embed_dim, "vision_cfg": self.vision, "text_cfg": self.text},
+            "model_cfg": {
+                "embed_dim": self.embed_dim,
+                "vision_cfg": self.vision,
+                "text_cfg": self.text,
+            },
             "preprocess_cfg": {
                 "mean": list(self.mean),
                 "std": list(self.std),
@@ -100,10 +109,16 @@ def build_clip(arch: ClipArchConfig) -> ClipBundle:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"clip.arch does not describe an open_clip CLIP: {exc}.") from exc
     preprocess = open_clip.image_transform(
-        arch.vision["image_size"], is_train=False, mean=arch.mean, std=arch.std,
-        interpolation="bilinear", resize_mode="squash",
+        arch.vision["image_size"],
+        is_train=False,
+        mean=arch.mean,
+        std=arch.std,
+        interpolation="bilinear",
+        resize_mode="squash",
     )
-    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=arch.text.get("context_length", 77))
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(
+        context_length=arch.text.get("context_length", 77)
+    )
     return ClipBundle(model, preprocess, tokenizer)
 
 
@@ -127,7 +142,10 @@ def load_clip(model_id: str) -> ClipBundle:
     if model_id.startswith("local-dir:"):
         folder = Path(model_id.removeprefix("local-dir:"))
         if not (folder / CONFIG_FILE).is_file():
-            raise DataError(f"{folder / CONFIG_FILE} not found: train the CLIP first (dvc repro) or fix clip.model_id.")
+            raise DataError(
+                f"{folder / CONFIG_FILE} not found: "
+                "train the CLIP first (dvc repro) or fix clip.model_id."
+            )
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(model_id)
         tokenizer = open_clip.get_tokenizer(model_id)

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cxrlab.core.errors import ConfigError
-from cxrlab.labeling.model import ClipBundle
 from cxrlab.core.augment import AugmentConfig, augment_batch
+from cxrlab.core.errors import ConfigError
 from cxrlab.core.runtime import device, mean_over_processes, shard, sync_gradients
+from cxrlab.labeling.model import ClipBundle
 
 log = logging.getLogger(__name__)
 

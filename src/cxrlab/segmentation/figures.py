@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlab.segmentation.data import read_pair
 from cxrlab.core.figures import BAD, GOOD, Panel, _save, plt, save_gallery
+from cxrlab.segmentation.data import read_pair
 
 
 def pick_cases(

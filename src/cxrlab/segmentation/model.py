@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxrlab.core.transforms import to_tensor
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.core.runtime import device_of, run_batched
+from cxrlab.core.transforms import to_tensor
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,8 @@ def load_segmenter(directory: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     Returns:
         The model in eval mode, and the saved config (``model``, ``image_size`` ...).
     """
-    from cxrlab.core.config import from_dict
     from cxrlab.core.checkpoint import load_model_files
+    from cxrlab.core.config import from_dict
 
     weights, meta = load_model_files(directory)
     cfg = from_dict(SegmenterConfig, {**meta["model"], "encoder_weights": None}, where="model")

@@ -13,15 +13,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cxrlab.segmentation.data import IGNORE
-from cxrlab.core.transforms import to_tensor
-from cxrlab.core.errors import ConfigError
-from cxrlab.segmentation.evaluate import dice_score
-from cxrlab.segmentation.model import predict_logits
 from cxrlab.core.augment import AugmentConfig, augment_pair
 from cxrlab.core.checkpoint import fingerprint
-from cxrlab.core.runtime import device, mean_over_processes, shard, sync_gradients
+from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import TrainResult, fit, make_optimizer, model_signature
+from cxrlab.core.runtime import device, mean_over_processes, shard, sync_gradients
+from cxrlab.core.transforms import to_tensor
+from cxrlab.segmentation.data import IGNORE
+from cxrlab.segmentation.evaluate import dice_score
+from cxrlab.segmentation.model import predict_logits
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,52 @@
+"""The entry point every stage script calls: params' device, logging, one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from cxrlab.core.errors import ConfigError, CxrlabError
+from cxrlab.core.utils import setup_logging
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's ``main`` on params.yaml's device; a CxrlabError becomes one line, exit 1.
+
+    A profile that loads hub models first checks, offline, that the model cache has them
+    (:func:`cxrlab.hub.check_offline`), and one with ``device: auto`` stops if there is no
+    GPU: it would otherwise train the gpu-sized models on the CPU for hours.
+    """
+    from cxrlab.core.config import load_params
+    from cxrlab.params import apply_profile
+
+    setup_logging()
+    try:
+        params = apply_profile(load_params())
+        device = str(params.get("device", "cpu"))
+        if params.get("profile", "cpu") != "cpu":
+            _check_profile_can_run(params, device)
+        # cpu is the default of a fresh process: a stage without a model never loads torch.
+        if device != "cpu" or "cxrlab.core.runtime" in sys.modules:
+            from cxrlab.core.runtime import use_device
+
+            use_device(device)
+        main()
+    except CxrlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _check_profile_can_run(params: dict, device: str) -> None:
+    """A non-cpu profile: its hub models are cached (offline) and ``auto`` finds a GPU."""
+    from cxrlab.hub import check_offline
+
+    check_offline(params)
+    if device == "auto":
+        import torch
+
+        if not torch.cuda.is_available():
+            name = params["profile"]
+            raise ConfigError(
+                f"profile '{name}' wants a GPU (device: auto) and this machine has none; "
+                f"to run it on the CPU anyway (hours), set -S profiles.{name}.device=cpu."
+            )

@@ -1,0 +1,58 @@
+"""The package layout: one package per pipeline part over a shared core, imports pointing down."""
+
+from tools.code_deps import DVC_YAML, SECTION_PART, TOP_LEVEL, graph, layer, rewrite
+
+PARTS = {"classification", "segmentation", "cohort", "labeling", "generation", "captioning",
+         "report"}  # fmt: skip
+# Where the pipeline really flows from one part into another (the README's table).
+CROSS_PART = {
+    ("labeling", "classification"),  # choose_threshold: the same val-chosen threshold rule
+    ("captioning", "classification"),  # nearest_neighbours: the retrieval baseline
+    ("captioning", "segmentation"),  # X-ray readers and the patient split
+    ("cohort", "segmentation"),  # age_band: the segmentation subgroups' bands
+}
+
+
+def test_no_import_cycle():
+    edges, state, cycles = graph(), {}, []
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == "open":
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == [], "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_imports_point_down_and_across_only_where_the_pipeline_flows():
+    bad = []
+    for module, targets in graph().items():
+        src = layer(module)
+        for target in targets:
+            dst = layer(target)
+            if src == dst or dst == "core" or src in TOP_LEVEL or module == "cxrlab":
+                continue
+            if src == "core" or dst in TOP_LEVEL or (src, dst) not in CROSS_PART:
+                bad.append(f"{module} -> {target}")
+    assert bad == [], "\n".join(sorted(bad))
+
+
+def test_every_module_belongs_to_core_a_part_or_the_top():
+    layers = {layer(m) for m in graph()}
+    assert layers <= PARTS | set(TOP_LEVEL) | {"core", "cxrlab"}, layers - PARTS - set(TOP_LEVEL)
+
+
+def test_dvc_yaml_code_deps_follow_the_imports():
+    """Each stage depends on its script, core, params/stage and the parts it reaches."""
+    from cxrlab.params import SECTIONS
+
+    assert set(SECTION_PART) == set(SECTIONS)
+    _, changed = rewrite(DVC_YAML.read_text())
+    assert changed == [], f"run `python tools/code_deps.py`: stale code deps in {changed}"
