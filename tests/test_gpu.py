@@ -16,7 +16,7 @@ import torch
 
 from cxrlab.core.errors import ConfigError
 from cxrlab.core.runtime import accelerator, device, device_of, use_device
-from cxrlab.params import apply_profile, load_device
+from cxrlab.params import apply_profile
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -73,11 +73,10 @@ def assert_same_training(runs, rtol: float, atol: float = 0.005) -> None:
     np.testing.assert_allclose(cuda, cpu, rtol=rtol, atol=atol)
 
 
-def test_device_param_default_profile_and_errors(tmp_path, on_cpu_after):
+def test_device_param_default_profile_and_errors(on_cpu_after):
     params = {"profile": "gpu", "device": "cpu", "profiles": {"gpu": {"device": "auto"}}}
     assert apply_profile(params)["device"] == "auto"
-    (tmp_path / "params.yaml").write_text("profile: cpu\ndevice: cpu\n")
-    assert load_device(tmp_path / "params.yaml") == "cpu"
+    assert apply_profile({**params, "profile": "cpu"})["device"] == "cpu"
     with pytest.raises(ConfigError, match="expected one of cpu, cuda, auto"):
         use_device("gpu")
     with pytest.raises(ConfigError, match="must be a mapping"):

@@ -445,11 +445,6 @@ def _lay_profile(params: dict[str, Any], name: str, profile: dict[str, Any]) -> 
     return out
 
 
-def load_device(path: str | Path = PARAMS_FILE) -> str:
-    """The ``device`` setting (cpu, cuda or auto) with the active profile applied."""
-    return str(apply_profile(load_params(path)).get("device", "cpu"))
-
-
 def parse_section(params: dict[str, Any], name: str) -> Any:
     """Check one section (a key of SECTIONS) of a params mapping, profile applied."""
     cls = SECTIONS[name]

@@ -61,5 +61,8 @@ def plot_sweep(rows: Sequence[dict[str, float]], x: str, path: str | Path) -> Pa
         ax.grid(alpha=0.3)
         if len(xs) > 2 and min(xs) > 0 and max(xs) / min(xs) >= 10:
             ax.set_xscale("log")
+            ticks = sorted(set(xs))  # one plain label per swept value, no 2x10^2 minors
+            ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])
+            ax.minorticks_off()
     fig.tight_layout()
     return _save(fig, path)

@@ -14,6 +14,7 @@ import gzip
 import json
 import logging
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -386,11 +387,33 @@ def load_variant(source: str | Path, adapters: dict[str, tuple[str | Path, float
     pipe = load_pipeline(source)
     if adapters:
         for name, (path, _) in adapters.items():
-            pipe.load_lora_weights(str(path), adapter_name=name)
+            with _quiet_text_encoder_note():
+                pipe.load_lora_weights(str(path), adapter_name=name)
         pipe.set_adapters(list(adapters), adapter_weights=[w for _, w in adapters.values()])
         pipe.fuse_lora(adapter_names=list(adapters))
         pipe.unload_lora_weights()
     return pipe.to(device())
+
+
+class _TextEncoderNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No LoRA keys associated to CLIPTextModel" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_text_encoder_note():
+    """Our LoRAs adapt the UNet only: drop diffusers' note that the text encoder has none."""
+    loggers = [
+        logging.getLogger(f"diffusers.loaders.{m}") for m in ("lora_base", "lora_pipeline", "peft")
+    ]
+    note = _TextEncoderNote()
+    for logger in loggers:
+        logger.addFilter(note)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(note)
 
 
 @torch.no_grad()

@@ -98,7 +98,7 @@ class LoraTrainConfig:
     """
 
     seed: int = 0
-    steps: int = 200
+    steps: int = 500
     rank: int = 8
     alpha: float | None = None
     batch_size: int = 16
