@@ -2,17 +2,17 @@
 
 Captions come from each training image's label through ``clip.train.captions``, so
 the resulting labeller is supervised, not zero-shot (the gpu profile's BiomedCLIP is).
+Checkpoints every epoch to ``clip.paths.checkpoint`` and resumes from it.
 
 Inputs:  ``clip.paths.data`` (PneumoniaMNIST npz); params ``clip.arch``, ``clip.train``.
 Outputs: ``clip.paths.model`` in open_clip's ``local-dir:`` layout;
-         ``clip.paths.train_live`` (dvclive: loss and temperature per epoch).
+         ``clip.paths.train_live`` (dvclive: loss, lr and temperature per epoch).
 """
 
 import logging
 
-from dvclive import Live
-
 from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
+from cxrlab.core.live import epoch_logger
 from cxrlab.core.runtime import is_main_process
 from cxrlab.core.utils import seed_everything
 from cxrlab.labeling.model import build_clip, save_clip
@@ -31,14 +31,11 @@ def main() -> None:
     bundle = build_clip(params.arch)
     x = bundle.images_to_tensor(train.images)
     log.info("training CLIP on %d train images", len(train))
-    history = train_clip(bundle, x, train.labels, list(CLASS_NAMES), params.train)
+    with epoch_logger(params.paths.train_live) as (_, log_epoch):
+        train_clip(bundle, x, train.labels, list(CLASS_NAMES), params.train,
+                   params.paths.checkpoint, log_epoch)  # fmt: skip
     if not is_main_process():  # under `accelerate launch`, one process writes
         return
-    with Live(dir=params.paths.train_live, dvcyaml=False, save_dvc_exp=False) as live:
-        for row in history:
-            live.log_metric("train/loss", row["loss"])
-            live.log_metric("train/logit_scale", row["logit_scale"])
-            live.next_step()
     save_clip(bundle, params.arch, params.paths.model)
     log.info("saved %s", params.paths.model)
 

@@ -69,6 +69,35 @@ def commit_all(root: Path) -> dict[str, str]:
     return env
 
 
+def assert_resume_gives_the_same_weights(
+    train, fresh, checkpoint: Path, stop_at: int = 2, weights=lambda model: model.state_dict()
+):
+    """Train straight; train again, interrupted after epoch ``stop_at``, then resumed from
+    ``checkpoint``: the weights match and the checkpoint is gone.
+
+    ``train(model, checkpoint, on_epoch)`` trains ``model`` in place; ``fresh()`` builds
+    the same untrained model every call; ``weights(model)`` is the state compared.
+    """
+
+    class Interrupted(Exception):
+        pass
+
+    def stop(row):
+        if row["epoch"] == stop_at:
+            raise Interrupted
+
+    straight = fresh()
+    train(straight, None, None)
+    with pytest.raises(Interrupted):
+        train(fresh(), checkpoint, stop)
+    assert checkpoint.is_file()
+    resumed = fresh()
+    train(resumed, checkpoint, None)
+    for a, b in zip(weights(straight).values(), weights(resumed).values(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert not checkpoint.exists()
+
+
 def synthetic_split(
     n: int, rng: np.random.Generator, size: int = 28
 ) -> tuple[np.ndarray, np.ndarray]:

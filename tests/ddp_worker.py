@@ -52,7 +52,7 @@ def clip():
     bundle = build_clip(TINY)
     cfg = ClipTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions=CAPTIONS)
     history = train_clip(bundle, bundle.images_to_tensor(images), labels, list(CLASS_NAMES), cfg)
-    return bundle.model, [row["loss"] for row in history]
+    return bundle.model, [row["train_loss"] for row in history.history]
 
 
 def captioner():

@@ -21,6 +21,7 @@ from cxrlab.labeling.zero_shot import (
     fit_scale,
     sigmoid,
 )
+from tests.conftest import assert_resume_gives_the_same_weights, write_npz
 
 TINY = ClipArchConfig(
     embed_dim=32,
@@ -61,7 +62,6 @@ def test_label_aware_loss_rewards_same_class_alignment():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny CLIP trained a few epochs on the synthetic blob task."""
-    from tests.conftest import write_npz
 
     path = write_npz(tmp_path_factory.mktemp("clip") / "d.npz", sizes=(128, 48, 48))
     splits = load_pneumoniamnist(path)
@@ -70,19 +70,39 @@ def trained(tmp_path_factory):
     cfg = ClipTrainConfig(
         epochs=6, batch_size=32, lr=3e-3, captions=CAPTIONS, augment=AugmentConfig(shift=0.05)
     )
-    history = train_clip(
+    result = train_clip(
         bundle,
         bundle.images_to_tensor(splits["train"].images),
         splits["train"].labels,
         list(CLASS_NAMES),
         cfg,
     )
-    return bundle, splits, history
+    return bundle, splits, result.history
+
+
+def test_interrupted_clip_training_resumes_to_the_same_weights(tmp_path):
+    split = load_pneumoniamnist(write_npz(tmp_path / "d.npz"))["train"]
+    cfg = ClipTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions=CAPTIONS,
+                          augment=AugmentConfig(shift=0.05))  # fmt: skip
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_clip(TINY)
+
+    def train(bundle, ckpt, on_epoch):
+        x = bundle.images_to_tensor(split.images)
+        train_clip(bundle, x, split.labels, list(CLASS_NAMES), cfg, ckpt, on_epoch)
+
+    assert_resume_gives_the_same_weights(
+        train, fresh, tmp_path / "clip.pt", weights=lambda bundle: bundle.model.state_dict()
+    )
 
 
 def test_training_learns_the_synthetic_task_and_labels_it(trained):
     bundle, splits, history = trained
-    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert [row["epoch"] for row in history] == list(range(1, 7))
+    assert all(row["train_logit_scale"] > 0 for row in history)
     text = class_embeddings(bundle, PROMPTS, list(CLASS_NAMES))
     margins = {
         s: binary_logit(bundle.encode_images(bundle.images_to_tensor(d.images)), text)

@@ -153,7 +153,7 @@ def test_clip_trains_on_the_gpu_like_on_the_cpu(tiny_npz):
         emb = bundle.encode_images(x[:4])
         assert emb.device.type == "cpu" and bundle.encode_texts(["a"]).device.type == "cpu"
         bundle.model.to("cpu")
-        return bundle.model, [row["loss"] for row in history]
+        return bundle.model, [row["train_loss"] for row in history.history]
 
     assert_same_training(both_devices(train), rtol=0.02)
 

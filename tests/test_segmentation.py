@@ -26,6 +26,7 @@ from cxrlab.segmentation.evaluate import (
 )
 from cxrlab.segmentation.model import SegmenterConfig, build_segmenter, predict_full_size
 from cxrlab.segmentation.train import SegTrainConfig, segmentation_loss, train_segmenter
+from tests.conftest import assert_resume_gives_the_same_weights
 from tests.lungseg_fixtures import write_covid
 
 TINY = SegmenterConfig(encoder="resnet18", encoder_depth=3, decoder_channels=[16, 8, 8])
@@ -254,22 +255,8 @@ def test_interrupted_segmenter_training_resumes_to_the_same_weights(covid, tmp_p
         torch.manual_seed(0)
         return build_segmenter(TINY)
 
-    straight = fresh()
-    train_segmenter(straight, train, val, cfg)
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_two(row):
-        if row["epoch"] == 2:
-            raise Interrupt
-
-    ckpt = tmp_path / "seg.pt"
-    with pytest.raises(Interrupt):
-        train_segmenter(fresh(), train, val, cfg, ckpt, stop_after_two)
-    assert ckpt.is_file()
-    resumed = fresh()
-    train_segmenter(resumed, train, val, cfg, ckpt)
-    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b)
-    assert not ckpt.exists()
+    assert_resume_gives_the_same_weights(
+        lambda model, ckpt, on_epoch: train_segmenter(model, train, val, cfg, ckpt, on_epoch),
+        fresh,
+        tmp_path / "seg.pt",
+    )

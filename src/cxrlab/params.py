@@ -131,6 +131,7 @@ class ClipPaths:
 
     data: str
     model: str
+    checkpoint: str
     labels: str
     subset: str
     train_live: str

@@ -30,8 +30,8 @@ from cxrlab.captioning.model import (
 from cxrlab.core.augment import AugmentConfig, augment_batch
 from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.errors import ConfigError
-from cxrlab.core.loop import TrainResult, fit, model_signature
-from cxrlab.core.runtime import device, mean_over_processes, shard, sync_gradients
+from cxrlab.core.loop import Keep, TrainResult, fit, model_signature, optimizer_step
+from cxrlab.core.runtime import device, mean_over_processes, shard
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +182,7 @@ def train_captioner(
             if targets is not None:
                 pred = torch.nn.functional.normalize(model.align_head(image), dim=-1)
                 loss = loss + cfg.align_weight * (1 - (pred * targets[idx]).sum(-1)).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            sync_gradients(trainable)
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            scheduler.step()
-            total += loss.item()
+            total += optimizer_step(loss, optimizer, scheduler, trainable, max_grad_norm=1.0)
         return mean_over_processes(total / steps, 1.0)
 
     scorer = CaptionScorer(meteor=False)
@@ -210,9 +204,17 @@ def train_captioner(
         }
 
     result = fit(
-        model, optimizer, scheduler, cfg.epochs, run_id, train_epoch, validate,
-        select=cfg.select, checkpoint_path=checkpoint_path, on_epoch=on_epoch,
-    )  # fmt: skip
+        model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=cfg.epochs,
+        run_id=run_id,
+        train_epoch=train_epoch,
+        validate=validate,
+        keep=Keep.best(cfg.select),
+        checkpoint=checkpoint_path,
+        on_epoch=on_epoch,
+    )
     if targets is not None:
         del model.align_head
     if not quantized:

@@ -24,7 +24,7 @@ from cxrlab.classification.model import Classifier, predict_proba
 from cxrlab.core.augment import AugmentConfig, augment_batch
 from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.errors import ConfigError
-from cxrlab.core.loop import TrainResult, fit, make_optimizer, model_signature
+from cxrlab.core.loop import Keep, TrainResult, fit, make_optimizer, model_signature, optimizer_step
 from cxrlab.core.runtime import accelerator, device, mean_over_processes, shard
 from cxrlab.core.transforms import to_tensor
 
@@ -107,17 +107,17 @@ def train_classifier(
     run_id = fingerprint(asdict(cfg), model_signature(model), len(train), int(train.images.sum()))
     result = fit(
         model,
-        optimizer,
-        scheduler,
-        cfg.epochs,
-        run_id,
-        lambda epoch: _train_epoch(
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=cfg.epochs,
+        run_id=run_id,
+        train_epoch=lambda epoch: _train_epoch(
             trained, x_train, y_train, cfg, epoch, optimizer, scheduler, weight
         ),
-        lambda: _validate(model, x_val, val.labels),
-        f"val_{cfg.select_metric}",
-        checkpoint_path,
-        on_epoch,
+        validate=lambda: _validate(model, x_val, val.labels),
+        keep=Keep.best(f"val_{cfg.select_metric}"),
+        checkpoint=checkpoint_path,
+        on_epoch=on_epoch,
     )
     model.to("cpu", memory_format=torch.contiguous_format)
     return result
@@ -139,11 +139,7 @@ def _train_epoch(model, x, y, cfg: TrainConfig, epoch, optimizer, scheduler, wei
         loss = F.cross_entropy(
             model(xb), y[idx][part].to(device()), weight=weight, label_smoothing=cfg.label_smoothing
         )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total += loss.item() * len(xb)
+        total += optimizer_step(loss, optimizer, scheduler) * len(xb)  # DDP syncs the grads
         count += len(xb)
     return mean_over_processes(total / count, count)
 

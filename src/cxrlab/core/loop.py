@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from cxrlab.core.checkpoint import load_checkpoint, save_checkpoint
 from cxrlab.core.errors import TrainingDiverged
-from cxrlab.core.runtime import is_main_process
+from cxrlab.core.runtime import is_main_process, sync_gradients
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,25 @@ def make_optimizer(model: torch.nn.Module, cfg: Any, steps_per_epoch: int):
         )  # fmt: skip
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return optimizer, scheduler
+
+
+def optimizer_step(loss, optimizer, scheduler, params=None, max_grad_norm: float = 0.0) -> float:
+    """One update from a batch's ``loss``, the same in every trainer; returns its value.
+
+    Zero the gradients, backward, average the gradients of ``params`` over the processes
+    (None: the model is DDP-wrapped, which already did), clip their global norm to
+    ``max_grad_norm`` (0: no clipping), then step the optimizer and the LR schedule.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if params is not None:
+        params = list(params)
+        sync_gradients(params)
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
 
 
 def lr_factor(step: int, warmup: int, total: int, cosine: bool) -> float:
@@ -139,19 +158,43 @@ def model_signature(model: torch.nn.Module) -> list:
     return [(name, list(p.shape)) for name, p in model.state_dict().items()]
 
 
+@dataclass(frozen=True)
+class Keep:
+    """Which epoch's weights :func:`fit` keeps: the best by one row key, or the last.
+
+    Build one with :meth:`best` (``Keep.best("val_auc")``) or use :data:`KEEP_LAST`.
+    """
+
+    key: str
+    lower_is_better: bool = False
+
+    @classmethod
+    def best(cls, key: str) -> Keep:
+        """The epoch with the best ``key``: the lowest for a loss, the highest otherwise."""
+        return cls(key, lower_is_better=key.endswith("loss"))
+
+    def score(self, row: dict[str, float]) -> float:
+        """The row's score, higher is better."""
+        return -row[self.key] if self.lower_is_better else row[self.key]
+
+
+KEEP_LAST = Keep("epoch")  # the epoch number only grows: the last epoch is kept
+
+
 def fit(
     model: torch.nn.Module,
+    *,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     epochs: int,
     run_id: str,
     train_epoch: Callable[[int], float],
     validate: Callable[[], dict[str, float]],
-    select: str,
-    checkpoint_path: str | Path | None = None,
+    keep: Keep,
+    checkpoint: str | Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Run ``epochs`` epochs; on return ``model`` holds the weights of the best one.
+    """Run ``epochs`` epochs; on return ``model`` holds the weights of the kept one.
 
     Args:
         model: The model being trained.
@@ -161,61 +204,53 @@ def fit(
         run_id: Fingerprint of config and data; a checkpoint with another is ignored.
         train_epoch: Trains epoch ``i`` (0-based) and returns its mean loss.
         validate: Returns validation metrics (keys start with ``val_``).
-        select: The ``validate`` key to maximise; ``val_loss`` is minimised.
-        checkpoint_path: Saved after every epoch and resumed from; deleted at the
-            end. None disables checkpointing.
+        keep: Which epoch's weights to keep (:class:`Keep`).
+        checkpoint: Saved after every epoch and resumed from; deleted at the end.
+            None disables checkpointing.
         on_epoch: Called with each epoch's row (also the replayed rows on resume).
 
     Returns:
-        The best epoch (1-based), its score, the history and the seconds taken.
+        The kept epoch (1-based), its ``keep.key`` value, the history and the seconds.
     """
-    state = load_checkpoint(checkpoint_path, run_id) if checkpoint_path else None
-    start_epoch, history = 0, []
-    best: dict[str, Any] = {"epoch": -1, "score": -float("inf"), "weights": None}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
-        best = {"epoch": state["best_epoch"], "score": state["best_score"]}
-        best["weights"] = state["best"]
-        log.info("resuming from %s at epoch %d", checkpoint_path, start_epoch + 1)
-        for row in history:
-            if on_epoch:
-                on_epoch(row)
-
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    start_epoch, history, best = _resume(parts, checkpoint, run_id, on_epoch)
     start = time.perf_counter()
     bar = tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch, total=epochs)
     for epoch in bar:
         train_loss = train_epoch(epoch)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0]}
         row.update(validate())
-        score = -row[select] if select == "val_loss" else row[select]
-        if score > best["score"]:
+        if keep.score(row) > best["score"]:
             weights = copy.deepcopy(model.state_dict())
-            best = {"epoch": epoch + 1, "score": score, "weights": weights}
+            best = {"epoch": epoch + 1, "score": keep.score(row), "weights": weights}
         history.append(row)
-        bar.set_postfix(loss=f"{train_loss:.3f}", **{select: f"{row[select]:.4f}"})
-        if checkpoint_path and is_main_process():  # every process resumes from it
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "fingerprint": run_id,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "history": history,
-                    "best_epoch": best["epoch"],
-                    "best_score": best["score"],
-                    "best": best["weights"],
-                },
-            )
+        bar.set_postfix(loss=f"{train_loss:.3f}", **{keep.key: f"{row[keep.key]:.4f}"})
+        if checkpoint and is_main_process():  # every process resumes from it
+            state = {k: v.state_dict() for k, v in parts.items()}
+            state |= {"fingerprint": run_id, "epoch": epoch, "history": history}
+            state |= {"best_epoch": best["epoch"], "best_score": best["score"]}
+            save_checkpoint(checkpoint, state | {"best": best["weights"]})
         if on_epoch:
             on_epoch(row)
     seconds = time.perf_counter() - start
     model.load_state_dict(best["weights"])
-    if checkpoint_path and is_main_process():
-        Path(checkpoint_path).unlink(missing_ok=True)
-    log.info("best epoch %d (%s %.4f), %.1f s", best["epoch"], select, best["score"], seconds)
-    return TrainResult(best["epoch"], float(best["score"]), history, seconds)
+    if checkpoint and is_main_process():
+        Path(checkpoint).unlink(missing_ok=True)
+    value = history[best["epoch"] - 1][keep.key]
+    log.info("kept epoch %d (%s %.4f), %.1f s", best["epoch"], keep.key, value, seconds)
+    return TrainResult(best["epoch"], float(value), history, seconds)
+
+
+def _resume(parts: dict, checkpoint, run_id: str, on_epoch) -> tuple[int, list, dict]:
+    """Load a matching checkpoint into ``parts``: the next epoch, the history, the best."""
+    state = load_checkpoint(checkpoint, run_id) if checkpoint else None
+    if state is None:
+        return 0, [], {"epoch": -1, "score": -float("inf"), "weights": None}
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    log.info("resuming from %s at epoch %d", checkpoint, state["epoch"] + 2)
+    for row in state["history"]:
+        if on_epoch:
+            on_epoch(row)
+    best = {"epoch": state["best_epoch"], "score": state["best_score"], "weights": state["best"]}
+    return state["epoch"] + 1, state["history"], best

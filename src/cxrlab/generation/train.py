@@ -24,13 +24,16 @@ from tqdm.auto import tqdm
 from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import (
+    KEEP_LAST,
     DivergenceGuard,
+    Keep,
     TrainResult,
     fit,
     make_optimizer,
     model_signature,
+    optimizer_step,
 )
-from cxrlab.core.runtime import device, mean_over_processes, shard, sync_gradients
+from cxrlab.core.runtime import device, mean_over_processes, shard
 from cxrlab.generation.model import LORA_TARGETS, add_lora
 
 OnEpoch = Callable[[dict[str, float]], None] | None
@@ -209,10 +212,19 @@ def train_vae(vae, train_x, val_x, cfg: VaeTrainConfig, checkpoint=None, on_epoc
 
     run_id = fingerprint(asdict(cfg), model_signature(vae), tuple(train_x.shape))
     result = fit(
-        vae, optimizer, scheduler, cfg.epochs, run_id,
-        lambda i: _train_block(vae, optimizer, scheduler, loss, len(train_x), cfg, steps, i),
-        validate, "val_loss", checkpoint, on_epoch,
-    )  # fmt: skip
+        vae,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=cfg.epochs,
+        run_id=run_id,
+        train_epoch=lambda i: _train_block(
+            vae, optimizer, scheduler, loss, len(train_x), cfg, steps, i
+        ),
+        validate=validate,
+        keep=Keep.best("val_loss"),
+        checkpoint=checkpoint,
+        on_epoch=on_epoch,
+    )
     vae.to("cpu")
     return result
 
@@ -250,12 +262,19 @@ def train_base_unet(
 
     run_id = fingerprint(asdict(cfg), model_signature(unet), tuple(latents.shape))
     result = fit(
-        both, optimizer, scheduler, cfg.epochs, run_id,
-        lambda epoch: _train_block(
+        both,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=cfg.epochs,
+        run_id=run_id,
+        train_epoch=lambda epoch: _train_block(
             unet, optimizer, scheduler, loss, len(latents), cfg, steps, epoch, update_ema
         ),
-        validate, "epoch", checkpoint, on_epoch,
-    )  # fmt: skip
+        validate=validate,
+        keep=KEEP_LAST,
+        checkpoint=checkpoint,
+        on_epoch=on_epoch,
+    )
     both.to("cpu")
     return result, ema
 
@@ -296,8 +315,9 @@ def train_lora(
             on_epoch(row)
         guard(row)
 
-    result = _fit_steps(unet, loss, len(latents), cfg, checkpoint, on_block, validate, "val_loss")
-    val_loss = -result.best_score
+    keep = Keep.best("val_loss")
+    result = _fit_steps(unet, loss, len(latents), cfg, checkpoint, on_block, validate, keep)
+    val_loss = result.best_score
     result.record = {
         "steps": cfg.steps,
         "kept_step": min(result.best_epoch * cfg.eval_every, cfg.steps),
@@ -338,7 +358,7 @@ def distill_lcm(
         return {"val_loss": float(solver.loss(unet, z, val_cond.bank[val_cond.which[idx]],
                                               val_cond.empty, cfg, gen))}  # fmt: skip
 
-    return _fit_steps(unet, loss, len(latents), cfg, checkpoint, on_epoch, validate)
+    return _fit_steps(unet, loss, len(latents), cfg, checkpoint, on_epoch, validate, KEEP_LAST)
 
 
 class ConsistencySolver:
@@ -427,10 +447,10 @@ def fixed_denoising_loss(unet, noise_scheduler, latents, cond: Conditioning, bat
     return float(sum(losses) / len(latents))
 
 
-def _fit_steps(unet, loss, n, cfg, checkpoint, on_epoch, validate, select="epoch") -> TrainResult:
+def _fit_steps(unet, loss, n, cfg, checkpoint, on_epoch, validate, keep: Keep) -> TrainResult:
     """Run ``cfg.steps`` steps of a LoRA trainer in blocks of ``cfg.eval_every``.
 
-    ``select`` picks the block kept (``epoch``: the last); gradients are clipped to
+    ``keep`` picks the block kept; gradients are clipped to
     ``cfg.max_grad_norm`` (0: not clipped).
     """
     blocks = math.ceil(cfg.steps / cfg.eval_every)
@@ -447,8 +467,18 @@ def _fit_steps(unet, loss, n, cfg, checkpoint, on_epoch, validate, select="epoch
                             max_grad_norm=cfg.max_grad_norm)  # fmt: skip
 
     run_id = fingerprint(asdict(cfg), model_signature(unet), n)
-    result = fit(unet, optimizer, scheduler, blocks, run_id, block, validate, select, checkpoint,
-                 on_epoch)  # fmt: skip
+    result = fit(
+        unet,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=blocks,
+        run_id=run_id,
+        train_epoch=block,
+        validate=validate,
+        keep=keep,
+        checkpoint=checkpoint,
+        on_epoch=on_epoch,
+    )
     unet.to("cpu")
     return result
 
@@ -477,19 +507,11 @@ def _train_block(
                leave=False)  # fmt: skip
     for idx in bar:
         loss = loss_fn(idx[shard(len(idx))], gen)  # this process's share of the batch
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        sync_gradients(model.parameters())
-        if max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.grad is not None], max_grad_norm
-            )
-        optimizer.step()
-        scheduler.step()
+        value = optimizer_step(loss, optimizer, scheduler, model.parameters(), max_grad_norm)
         if after_step:
             after_step()
-        total += loss.item()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        total += value
+        bar.set_postfix(loss=f"{value:.4f}")
     return mean_over_processes(total / steps, 1.0)
 
 

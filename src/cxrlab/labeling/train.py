@@ -9,8 +9,10 @@ of pretending that only the diagonal matches.
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -18,8 +20,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cxrlab.core.augment import AugmentConfig, augment_batch
+from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.errors import ConfigError
-from cxrlab.core.runtime import device, mean_over_processes, shard, sync_gradients
+from cxrlab.core.loop import (
+    KEEP_LAST,
+    TrainResult,
+    fit,
+    make_optimizer,
+    model_signature,
+    optimizer_step,
+)
+from cxrlab.core.runtime import device, mean_over_processes, shard
 from cxrlab.labeling.model import ClipBundle
 
 log = logging.getLogger(__name__)
@@ -80,83 +91,61 @@ def train_clip(
     labels: np.ndarray,
     class_names: list[str],
     cfg: ClipTrainConfig,
-) -> list[dict[str, float]]:
+    checkpoint: str | Path | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
     """Train ``bundle.model`` in place on preprocessed images ``x`` and their labels.
 
-    Returns:
-        Per-epoch rows with the mean training loss and the learned temperature.
+    Runs on :func:`~cxrlab.core.loop.fit`: a checkpoint after every epoch, an exact
+    resume, and the last epoch kept (there is no val set to choose by: the labels are
+    calibrated on val afterwards). Rows: ``train_loss``, ``lr``, ``train_logit_scale``.
     """
     missing = [c for c in class_names if not cfg.captions.get(c)]
     if missing:
         raise ConfigError(f"clip.train.captions has no caption for class '{missing[0]}'.")
     model = bundle.model
+    model.to(device())
     # Every caption tokenised once; each step encodes the few distinct captions and indexes them.
     captions = [(c, t) for c in class_names for t in cfg.captions[c]]
-    model.to(device())
     tokens = bundle.tokenizer([t for _, t in captions]).to(device())
     caption_class = torch.tensor([class_names.index(c) for c, _ in captions])
     by_class = [torch.nonzero(caption_class == k)[:, 0] for k in range(len(class_names))]
     y = torch.as_tensor(labels)
+    steps_per_epoch = -(-len(y) // cfg.batch_size)
+    optimizer, scheduler = make_optimizer(
+        model, SimpleNamespace(**asdict(cfg), optimizer="adamw", schedule="onecycle"),
+        steps_per_epoch,
+    )  # fmt: skip
 
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    rest = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": rest, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
-    steps = cfg.epochs * -(-len(y) // cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, cfg.lr, total_steps=steps, pct_start=cfg.warmup_frac
-    )
-    history, start = [], time.perf_counter()
-    for epoch in tqdm(range(cfg.epochs), desc="clip epochs"):
+    def train_epoch(epoch: int) -> float:
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         order = torch.randperm(len(y), generator=gen)
         total, count = 0.0, 0
         for i in tqdm(range(0, len(y), cfg.batch_size), desc=f"epoch {epoch + 1}", leave=False):
             idx = order[i : i + cfg.batch_size]
-            yb = y[idx]
-            pick = torch.stack(
-                [
-                    by_class[k][torch.randint(len(by_class[k]), (1,), generator=gen)][0]
-                    for k in yb.tolist()
-                ]
-            )
+            pick = torch.stack([by_class[k][torch.randint(len(by_class[k]), (1,), generator=gen)][0]
+                                for k in y[idx].tolist()])  # fmt: skip
             part = shard(len(idx))  # this process's share of the batch
             xb = augment_batch(x[idx], cfg.augment, gen)[part].to(device())
-            image_emb = model.encode_image(xb, normalize=True)
-            text_all = model.encode_text(tokens, normalize=True)
             loss = label_aware_clip_loss(
-                image_emb,
-                text_all[pick[part].to(device())],
-                yb[part].to(device()),
+                model.encode_image(xb, normalize=True),
+                model.encode_text(tokens, normalize=True)[pick[part].to(device())],
+                y[idx][part].to(device()),
                 model.logit_scale.exp(),
             )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            sync_gradients(model.parameters())
-            optimizer.step()
-            scheduler.step()
+            total += optimizer_step(loss, optimizer, scheduler, model.parameters()) * len(xb)
             with torch.no_grad():
                 model.logit_scale.clamp_(0, np.log(100))
-            total += loss.item() * len(xb)
             count += len(xb)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": mean_over_processes(total / count, count),
-                "logit_scale": model.logit_scale.exp().item(),
-            }
-        )
+        return mean_over_processes(total / count, count)
+
+    run_id = fingerprint(asdict(cfg), model_signature(model), tuple(x.shape), int(y.sum()))
+    result = fit(
+        model, optimizer=optimizer, scheduler=scheduler, epochs=cfg.epochs, run_id=run_id,
+        train_epoch=train_epoch,
+        validate=lambda: {"train_logit_scale": model.logit_scale.exp().item()},
+        keep=KEEP_LAST, checkpoint=checkpoint, on_epoch=on_epoch,
+    )  # fmt: skip
     model.to("cpu")
-    log.info(
-        "CLIP trained: %d epochs, final loss %.4f, %.1f s",
-        cfg.epochs,
-        history[-1]["loss"],
-        time.perf_counter() - start,
-    )
-    return history
+    return result

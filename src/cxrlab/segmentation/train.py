@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 from cxrlab.core.augment import AugmentConfig, augment_pair
 from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.errors import ConfigError
-from cxrlab.core.loop import TrainResult, fit, make_optimizer, model_signature
-from cxrlab.core.runtime import device, mean_over_processes, shard, sync_gradients
+from cxrlab.core.loop import Keep, TrainResult, fit, make_optimizer, model_signature, optimizer_step
+from cxrlab.core.runtime import device, mean_over_processes, shard
 from cxrlab.core.transforms import to_tensor
 from cxrlab.segmentation.data import IGNORE
 from cxrlab.segmentation.evaluate import dice_score
@@ -125,12 +125,7 @@ def train_segmenter(
                 cfg.dice_weight,
                 cfg.bce_weight,
             )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            sync_gradients(model.parameters())
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(xb)
+            total += optimizer_step(loss, optimizer, scheduler, model.parameters()) * len(xb)
             count += len(xb)
         return mean_over_processes(total / count, count)
 
@@ -145,15 +140,15 @@ def train_segmenter(
     run_id = fingerprint(asdict(cfg), model_signature(model), data_id)
     result = fit(
         model,
-        optimizer,
-        scheduler,
-        cfg.epochs,
-        run_id,
-        train_epoch,
-        validate,
-        "val_dice",
-        checkpoint_path,
-        on_epoch,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=cfg.epochs,
+        run_id=run_id,
+        train_epoch=train_epoch,
+        validate=validate,
+        keep=Keep.best("val_dice"),
+        checkpoint=checkpoint_path,
+        on_epoch=on_epoch,
     )
     model.to("cpu", memory_format=torch.contiguous_format)
     return result
