@@ -47,45 +47,34 @@ def main() -> None:
         margins, labels["val"], cfg.calibrate, cfg.threshold_method
     )
     rows = write_labels(paths.labels, labels, prob, threshold, CLASS_NAMES)
-    log.info(
-        "labelled %d images (scale %.2f, threshold %.3f) into %s",
-        rows,
-        scale,
-        threshold,
-        paths.labels,
-    )
-
+    log.info("labelled %d images (scale %.2f, threshold %.3f) into %s",
+             rows, scale, threshold, paths.labels)  # fmt: skip
     labels["overall"] = np.concatenate(list(labels.values()))
     prob["overall"] = np.concatenate(list(prob.values()))
-    counts = {}
     with Live(dir=paths.label_live, dvcyaml=False, save_dvc_exp=False) as live:
         live.log_metric("scale", scale, plot=False)
         live.log_metric("threshold", threshold, plot=False)
-        for split, y in labels.items():
-            metrics = binary_metrics(y, prob[split], threshold)
-            metrics["ece"] = expected_calibration_error(y, prob[split], cfg.ece_bins)
-            for key, value in metrics.items():
-                live.log_metric(f"{split}/{key}", value, plot=False)
-            pred = (prob[split] >= threshold).astype(int)
-            live.log_sklearn_plot(
-                "confusion_matrix", y, pred, name=f"{split}/confusion_matrix.json"
-            )
-            counts[split] = metrics
-            log.info(
-                "%s: accuracy %.4f, balanced %.4f, AUC %.4f, TN %d FP %d FN %d TP %d",
-                split,
-                metrics["accuracy"],
-                metrics["balanced_accuracy"],
-                metrics["auc"],
-                metrics["tn"],
-                metrics["fp"],
-                metrics["fn"],
-                metrics["tp"],
-            )
+        counts = {
+            s: _log_split(live, s, y, prob[s], threshold, cfg.ece_bins) for s, y in labels.items()
+        }
     title = (
         f"CLIP auto-labels vs ground truth ({params.model_id}, threshold {threshold:.2f} from val)"
     )
     plot_confusion_matrices(counts, CLASS_NAMES, Path(paths.figures) / "confusion.png", title)
+
+
+def _log_split(live, split: str, y, prob, threshold: float, ece_bins: int) -> dict:
+    """One split's metrics, ECE and confusion matrix into ``live``; the metrics."""
+    metrics = binary_metrics(y, prob, threshold)
+    metrics["ece"] = expected_calibration_error(y, prob, ece_bins)
+    for key, value in metrics.items():
+        live.log_metric(f"{split}/{key}", value, plot=False)
+    pred = (prob >= threshold).astype(int)
+    live.log_sklearn_plot("confusion_matrix", y, pred, name=f"{split}/confusion_matrix.json")
+    shown = ("accuracy", "balanced_accuracy", "auc", "tn", "fp", "fn", "tp")
+    log.info("%s: accuracy %.4f, balanced %.4f, AUC %.4f, TN %d FP %d FN %d TP %d",
+             split, *(metrics[k] for k in shown))  # fmt: skip
+    return metrics
 
 
 if __name__ == "__main__":

@@ -65,12 +65,7 @@ def main() -> None:
     for name, row in scores.items():
         log.info("%s: %s", name, ", ".join(f"{k} {row[k]:.4f}" for k in HEADLINE if k in row))
     write_json(paths.metrics, scores | {"test_images": len(pred)})
-    ref_concepts = [mapper(t) for t in pred["reference"]]
-    generated = [mapper(t) for t in systems["model"]]
-    out = Path(paths.concepts)
-    out.mkdir(parents=True, exist_ok=True)
-    write_concept_csvs(pred["image"].tolist(), generated, mapper, out / "generated")
-    write_concept_csvs(pred["image"].tolist(), ref_concepts, mapper, out / "reference")
+    generated = _write_concepts(pred, systems["model"], mapper, Path(paths.concepts))
     picks = np.linspace(0, len(pred) - 1, params.evaluate.examples).round().astype(int)
     caption_examples_figure(
         test_images[picks], pred["reference"][picks].tolist(),
@@ -80,6 +75,16 @@ def main() -> None:
     )  # fmt: skip
     keys = [k for k in (*HEADLINE, "concept_f1") if k in scores["model"]]
     caption_scores_figure({s: scores[s] for s in systems}, keys, Path(paths.figures) / "scores.png")
+
+
+def _write_concepts(pred: pd.DataFrame, captions: list[str], mapper, out: Path) -> list:
+    """The concepts of the generated and the reference captions as CSVs; the generated."""
+    out.mkdir(parents=True, exist_ok=True)
+    generated = [mapper(t) for t in captions]
+    write_concept_csvs(pred["image"].tolist(), generated, mapper, out / "generated")
+    reference = [mapper(t) for t in pred["reference"]]
+    write_concept_csvs(pred["image"].tolist(), reference, mapper, out / "reference")
+    return generated
 
 
 if __name__ == "__main__":

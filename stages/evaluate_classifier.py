@@ -54,21 +54,11 @@ def main() -> None:
     log.info(
         "test @val threshold %.3f: %s", val_threshold, _short(summary["test_at_val_threshold"])
     )
-    figures = Path(paths.figures)
-    images = splits["test"].images
-    gradcam_figure(
-        model,
-        images,
-        x["test"],
-        y_test,
-        prob["test"],
-        val_threshold,
-        cfg.gradcam_per_group,
-        figures / "gradcam.png",
-    )
-    failure_gallery(
-        images, y_test, prob["test"], val_threshold, cfg.failures, figures / "failures.png"
-    )
+    figures, images = Path(paths.figures), splits["test"].images
+    gradcam_figure(model, images, x["test"], y_test, prob["test"], val_threshold,
+                   cfg.gradcam_per_group, figures / "gradcam.png")  # fmt: skip
+    failure_gallery(images, y_test, prob["test"], val_threshold, cfg.failures,
+                    figures / "failures.png")  # fmt: skip
 
 
 def _short(metrics: dict) -> str:

@@ -47,32 +47,21 @@ def main() -> None:
     """Score each generated set and write the metrics and the figure."""
     params = load_section("diffusion")
     paths, res = params.paths, params.model.resolution
-    model, meta = load_classifier(paths.classifier)
-    size = meta["image_size"]
-
-    def features(images):
-        x = to_tensor(images, size)
-        return embed(model, x).numpy(), predict_proba(model, x).numpy()
-
+    features = _classifier_features(paths.classifier)
     splits = load_pneumoniamnist(paths.data)
     real = {s: to_uint8(to_tensor(splits[s].images, res)) for s in ("val", "test")}
     real_test, _ = features(real["test"])
     real_val, _ = features(real["val"])
     scores: dict[str, dict[str, dict[str, float]]] = {}
     generated: dict[str, dict[str, np.ndarray]] = {}
-    for variant in VARIANTS:
-        folder = Path(paths.generated) / variant
-        speed = _read_json(folder / "speed.json")
-        for sampler in speed:
-            with np.load(folder / f"{sampler}.npz") as npz:
-                images, labels = npz["images"], npz["labels"]
-            feats, prob = features(images)
-            row = score_set(feats, prob, labels, real_test, CLASS_NAMES) | speed[sampler]
-            row["val_domain_fid"] = frechet_distance(feats, real_val)  # choose on this
-            row["saturated"] = saturated_fraction(images)
-            scores.setdefault(sampler, {})[variant] = row
-            generated.setdefault(sampler, {})[variant] = images
-            log.info("%s %s: %s", sampler, variant, {k: round(v, 4) for k, v in row.items()})
+    for variant, sampler, images, labels, speed in _generated_sets(Path(paths.generated)):
+        feats, prob = features(images)
+        row = score_set(feats, prob, labels, real_test, CLASS_NAMES) | speed
+        row["val_domain_fid"] = frechet_distance(feats, real_val)  # choose on this
+        row["saturated"] = saturated_fraction(images)
+        scores.setdefault(sampler, {})[variant] = row
+        generated.setdefault(sampler, {})[variant] = images
+        log.info("%s %s: %s", sampler, variant, {k: round(v, 4) for k, v in row.items()})
     for sampler, images in generated.items():
         _save_grid(sampler, images, labels, splits["test"], params.generate, paths.figures)
     reference = {
@@ -89,6 +78,26 @@ def main() -> None:
     write_json(paths.metrics, metrics)
     plot_generation_scores(scores, reference["val_vs_test_fid"], Path(paths.figures) / "scores.png")
     log.info("reference %s; wrote %s", reference, paths.metrics)
+
+
+def _classifier_features(path: str):
+    """A function from uint8 images to the classifier's features and probabilities."""
+    model, meta = load_classifier(path)
+
+    def features(images):
+        x = to_tensor(images, meta["image_size"])
+        return embed(model, x).numpy(), predict_proba(model, x).numpy()
+
+    return features
+
+
+def _generated_sets(root: Path):
+    """(variant, sampler, images, labels, speed) of every set the generate stages wrote."""
+    for variant in VARIANTS:
+        speed = _read_json(root / variant / "speed.json")
+        for sampler in speed:
+            with np.load(root / variant / f"{sampler}.npz") as npz:
+                yield variant, sampler, npz["images"], npz["labels"], speed[sampler]
 
 
 def _save_grid(sampler, images: dict, labels, real, cfg, figures) -> None:

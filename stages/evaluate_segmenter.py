@@ -48,7 +48,26 @@ def main() -> None:
     scores["sex"] = scores.sex.fillna("unknown")
     test = scores[scores.split == "test"]
 
-    with Live(dir=paths.eval_live, dvcyaml=False, save_dvc_exp=False) as live:
+    summary = _log_scores(paths.eval_live, scores, test)
+
+    write_csv(paths.per_image, scores.drop(columns=["status", "reason"]))
+    figures = Path(paths.figures)
+    ranked = test.sort_values("dice").reset_index(drop=True)
+    ranked["quantile"] = (ranked.index + 0.5) / len(ranked)
+    write_csv(figures / "test_dice_distribution.csv", ranked[["quantile", "dice", "dice_raw"]])
+    cases = pick_cases(test, cfg.overlay_cases)
+    overlay_figure(cases, paths.raw, predict, figures / "overlays.png")
+    dice_by_group_figure(test, GROUPS, figures / "dice_by_group.png")
+    log.info("test (%d images): Dice %.4f, IoU %.4f, HD95 %.1f px",
+             *(summary[k] for k in ("n", "dice", "iou", "hd95_px")))  # fmt: skip
+
+
+def _log_scores(directory: str, scores: pd.DataFrame, test: pd.DataFrame) -> dict:
+    """Per-split means (with, without post-processing), test means per subgroup: dvclive.
+
+    Returns the test split's summary.
+    """
+    with Live(dir=directory, dvcyaml=False, save_dvc_exp=False) as live:
         for split, part in scores.groupby("split"):
             for key, value in summarise(part, SCORES).items():
                 live.log_metric(f"{split}/{key}", value, plot=False)
@@ -59,23 +78,7 @@ def main() -> None:
             for name, part in test.groupby(column):
                 for key, value in summarise(part, SCORES).items():
                     live.log_metric(f"test_by_{column}/{name}/{key}", value, plot=False)
-        summary = live.summary["test"]
-
-    write_csv(paths.per_image, scores.drop(columns=["status", "reason"]))
-    figures = Path(paths.figures)
-    ranked = test.sort_values("dice").reset_index(drop=True)
-    ranked["quantile"] = (ranked.index + 0.5) / len(ranked)
-    write_csv(figures / "test_dice_distribution.csv", ranked[["quantile", "dice", "dice_raw"]])
-    cases = pick_cases(test, cfg.overlay_cases)
-    overlay_figure(cases, paths.raw, predict, figures / "overlays.png")
-    dice_by_group_figure(test, GROUPS, figures / "dice_by_group.png")
-    log.info(
-        "test (%d images): Dice %.4f, IoU %.4f, HD95 %.1f px",
-        summary["n"],
-        summary["dice"],
-        summary["iou"],
-        summary["hd95_px"],
-    )
+        return live.summary["test"]
 
 
 if __name__ == "__main__":

@@ -142,75 +142,37 @@ def train_captioner(
         checkpoint_path: Saved every epoch, resumed from.
         on_epoch: Called with each epoch's metrics.
     """
-    pretrained = pretrained_weights(captioner)
-    if cfg.gradient_checkpointing:
-        captioner.model.gradient_checkpointing_enable({"use_reentrant": False})
-    if cfg.finetune == "lora":
-        add_lora(captioner, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    pretrained = _prepare(captioner, cfg)
     model = captioner.model
     quantized = is_quantized(model)  # placed on the GPU when loaded; .to() is refused
     x_train, texts = pixel_values(captioner, train[0]), list(train[1])
     targets = sentence_embeddings(texts) if cfg.align_weight else None
-    if targets is not None:
+    if targets is not None:  # a head from the image features to the sentence embeddings
         width = caption_forward(captioner, x_train[:1], texts[:1])[1].shape[-1]
         model.align_head = torch.nn.Linear(width, targets.shape[1])
+        targets = targets.to(device())
     x_val, val_texts = pixel_values(captioner, val[0]), list(val[1])
     if not quantized:
         model.to(device())
-    targets = targets.to(device()) if targets is not None else None
-    steps = -(-len(texts) // cfg.batch_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    log.info(
-        "captioner: %s fine-tune, %.2fM of %.2fM weights trainable, %d images, %d epochs",
-        cfg.finetune, sum(p.numel() for p in trainable) / 1e6,
-        sum(p.numel() for p in model.parameters()) / 1e6, len(texts), cfg.epochs,
-    )  # fmt: skip
-    optimizer, scheduler = make_optimizer(model, cfg, steps * cfg.epochs, pretrained)
+    millions = [sum(p.numel() for p in ps) / 1e6 for ps in (trainable, model.parameters())]
+    log.info("captioner: %s fine-tune, %.2fM of %.2fM weights trainable, %d images, %d epochs",
+             cfg.finetune, *millions, len(texts), cfg.epochs)  # fmt: skip
+    steps = -(-len(texts) // cfg.batch_size) * cfg.epochs
+    optimizer, scheduler = make_optimizer(model, cfg, steps, pretrained)
     run_id = fingerprint(cfg, captioner.cfg, texts, model_signature(model))
 
-    def train_epoch(epoch: int) -> float:
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        order = torch.randperm(len(texts), generator=gen)
-        model.train()
-        total = 0.0
-        for i in tqdm(range(steps), desc=f"epoch {epoch + 1}", leave=False):
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            part = shard(len(idx))  # this process's share of the batch
-            x = augment_batch(x_train[idx], cfg.augment, gen)[part].to(device())
-            idx = idx[part]
-            loss, image = caption_forward(captioner, x, [texts[j] for j in idx])
-            if targets is not None:
-                pred = torch.nn.functional.normalize(model.align_head(image), dim=-1)
-                loss = loss + cfg.align_weight * (1 - (pred * targets[idx]).sum(-1)).mean()
-            total += optimizer_step(loss, optimizer, scheduler, trainable, max_grad_norm=1.0)
-        return mean_over_processes(total / steps, 1.0)
-
-    scorer = CaptionScorer(meteor=False)
-
-    @torch.no_grad()
-    def validate() -> dict[str, float]:
-        model.eval()
-        loss, generated = 0.0, []
-        for i in range(0, len(val_texts), 32):
-            x, texts_i = x_val[i : i + 32].to(device()), val_texts[i : i + 32]
-            loss += caption_loss(captioner, x, texts_i).item() * len(texts_i)
-            generated += generate_captions(captioner, x, 1, captioner.cfg.max_length)
-        scores = scorer.score(val_texts, generated)
-        return {
-            "val_loss": loss / len(val_texts),
-            "val_bleu_4": scores["bleu_4"],
-            "val_cider": scores["cider"],
-            "val_distinct": len(set(generated)) / len(generated),
-        }
-
+    data, scorer = (x_train, texts, targets), CaptionScorer(meteor=False)
     result = fit(
         model,
         optimizer=optimizer,
         scheduler=scheduler,
         epochs=cfg.epochs,
         run_id=run_id,
-        train_epoch=train_epoch,
-        validate=validate,
+        train_epoch=lambda e: _train_epoch(
+            captioner, data, cfg, e, optimizer, scheduler, trainable
+        ),
+        validate=lambda: _validate(captioner, x_val, val_texts, scorer),
         keep=Keep.best(cfg.select),
         checkpoint=checkpoint_path,
         on_epoch=on_epoch,
@@ -220,3 +182,52 @@ def train_captioner(
     if not quantized:
         model.to("cpu")
     return result
+
+
+def _prepare(captioner: Captioner, cfg: CaptionTrainConfig) -> set[str]:
+    """Gradient checkpointing and the LoRA, as ``cfg`` asks; the pretrained weights' names."""
+    pretrained = pretrained_weights(captioner)
+    if cfg.gradient_checkpointing:
+        captioner.model.gradient_checkpointing_enable({"use_reentrant": False})
+    if cfg.finetune == "lora":
+        add_lora(captioner, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    return pretrained
+
+
+def _train_epoch(captioner, data, cfg: CaptionTrainConfig, epoch, optimizer, scheduler, trainable):
+    """One seeded pass over ``data`` (images, captions, alignment targets or None)."""
+    x_train, texts, targets = data
+    model, steps = captioner.model, -(-len(texts) // cfg.batch_size)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    order = torch.randperm(len(texts), generator=gen)
+    model.train()
+    total = 0.0
+    for i in tqdm(range(steps), desc=f"epoch {epoch + 1}", leave=False):
+        idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        part = shard(len(idx))  # this process's share of the batch
+        x = augment_batch(x_train[idx], cfg.augment, gen)[part].to(device())
+        idx = idx[part]
+        loss, image = caption_forward(captioner, x, [texts[j] for j in idx])
+        if targets is not None:
+            pred = torch.nn.functional.normalize(model.align_head(image), dim=-1)
+            loss = loss + cfg.align_weight * (1 - (pred * targets[idx]).sum(-1)).mean()
+        total += optimizer_step(loss, optimizer, scheduler, trainable, max_grad_norm=1.0)
+    return mean_over_processes(total / steps, 1.0)
+
+
+@torch.no_grad()
+def _validate(captioner, x_val, val_texts: list[str], scorer) -> dict[str, float]:
+    """Val loss, and BLEU-4, CIDEr and distinct share of greedy captions."""
+    captioner.model.eval()
+    loss, generated = 0.0, []
+    for i in range(0, len(val_texts), 32):
+        x, texts_i = x_val[i : i + 32].to(device()), val_texts[i : i + 32]
+        loss += caption_loss(captioner, x, texts_i).item() * len(texts_i)
+        generated += generate_captions(captioner, x, 1, captioner.cfg.max_length)
+    scores = scorer.score(val_texts, generated)
+    return {
+        "val_loss": loss / len(val_texts),
+        "val_bleu_4": scores["bleu_4"],
+        "val_cider": scores["cider"],
+        "val_distinct": len(set(generated)) / len(generated),
+    }

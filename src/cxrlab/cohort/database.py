@@ -210,7 +210,12 @@ def read_covid_lungseg(root: Path) -> Tables:
         ),
     )
     t.add("findings", _findings(iid, index.finding.str.split("/"), "covid_lungseg index"))
-    clinical = meta.reindex(index.image)
+    _add_clinical(t, iid, meta.reindex(index.image))
+    return t
+
+
+def _add_clinical(t: Tables, iid: pd.Series, clinical: pd.DataFrame) -> None:
+    """covid_lungseg's clinical columns as measurements: values, and yes/no flags as 1/0."""
     for column, unit in (
         ("temperature", "degC"),
         ("pO2_saturation", "%"),
@@ -238,7 +243,6 @@ def read_covid_lungseg(root: Path) -> Tables:
                     }
                 ),
             )
-    return t
 
 
 def nih_spacing(index: pd.DataFrame, width: int = 512) -> pd.Series:
@@ -315,22 +319,15 @@ def _first_float(value: object) -> float:
     return float(found[0]) if found else float("nan")
 
 
+IU_DICOM_COLUMNS = [
+    "imageid", "Patient ID", "Patient's Sex", "Patient's Birth Date", "Study Date",
+    "Study Instance UID", "Modality", "View Position", "Pixel Spacing", "Rows", "Columns",
+]  # fmt: skip
+
+
 def read_iu_xray(root: Path) -> Tables:
     """iu_xray_reports: DICOM headers per image, and MeSH findings from the reports."""
-    cols = [
-        "imageid",
-        "Patient ID",
-        "Patient's Sex",
-        "Patient's Birth Date",
-        "Study Date",
-        "Study Instance UID",
-        "Modality",
-        "View Position",
-        "Pixel Spacing",
-        "Rows",
-        "Columns",
-    ]
-    dicom = _read_csv(root / "nlmcxr_dicom_metadata.csv.gz", cols, low_memory=False)
+    dicom = _read_csv(root / "nlmcxr_dicom_metadata.csv.gz", IU_DICOM_COLUMNS, low_memory=False)
     dicom = dicom.drop_duplicates("imageid")
     ds = "iu_xray"
     pid = ds + ":" + dicom["Patient ID"].astype(str)
@@ -492,12 +489,18 @@ def read_landmarks(root: Path) -> Tables:
     )
     conditions = clinical.Condition.map(_conditions)
     t.add("findings", _findings(iid, conditions, "cxr_landmarks clinical.csv"))
+    t.add("measurements", _landmark_rows(root / "landmarks", iid, stem, spacing))
+    return t
+
+
+def _landmark_rows(folder: Path, iid, stem, spacing) -> pd.DataFrame:
+    """Contour measurements per image with both lungs outlined, in px and (JSRT) mm."""
     rows = []
     for image_id, file_stem, mm in zip(iid, stem, spacing, strict=True):
         points = {
-            key: np.load(root / "landmarks" / key / f"{file_stem}.npy")
+            key: np.load(folder / key / f"{file_stem}.npy")
             for key in ("RL", "LL", "H", "RCLA", "LCLA")
-            if (root / "landmarks" / key / f"{file_stem}.npy").is_file()
+            if (folder / key / f"{file_stem}.npy").is_file()
         }
         if "RL" not in points or "LL" not in points:
             continue
@@ -506,8 +509,7 @@ def read_landmarks(root: Path) -> Tables:
             if unit == "px" and not np.isnan(mm):
                 rows.append((image_id, name, value * mm, "mm"))
     frame = pd.DataFrame(rows, columns=["image_id", "name", "value", "unit"])
-    t.add("measurements", frame.assign(method="landmarks"))
-    return t
+    return frame.assign(method="landmarks")
 
 
 def segmenter_rows(measurements: pd.DataFrame) -> pd.DataFrame:

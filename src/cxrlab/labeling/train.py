@@ -118,27 +118,8 @@ def train_clip(
     )  # fmt: skip
 
     def train_epoch(epoch: int) -> float:
-        model.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(y), generator=gen)
-        total, count = 0.0, 0
-        for i in tqdm(range(0, len(y), cfg.batch_size), desc=f"epoch {epoch + 1}", leave=False):
-            idx = order[i : i + cfg.batch_size]
-            pick = torch.stack([by_class[k][torch.randint(len(by_class[k]), (1,), generator=gen)][0]
-                                for k in y[idx].tolist()])  # fmt: skip
-            part = shard(len(idx))  # this process's share of the batch
-            xb = augment_batch(x[idx], cfg.augment, gen)[part].to(device())
-            loss = label_aware_clip_loss(
-                model.encode_image(xb, normalize=True),
-                model.encode_text(tokens, normalize=True)[pick[part].to(device())],
-                y[idx][part].to(device()),
-                model.logit_scale.exp(),
-            )
-            total += optimizer_step(loss, optimizer, scheduler, model.parameters()) * len(xb)
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, np.log(100))
-            count += len(xb)
-        return mean_over_processes(total / count, count)
+        batches = (tokens, by_class, optimizer, scheduler)
+        return _train_epoch(model, x, y, cfg, epoch, *batches)
 
     run_id = fingerprint(asdict(cfg), model_signature(model), tuple(x.shape), int(y.sum()))
     result = fit(
@@ -149,3 +130,28 @@ def train_clip(
     )  # fmt: skip
     model.to("cpu")
     return result
+
+
+def _train_epoch(model, x, y, cfg: ClipTrainConfig, epoch, tokens, by_class, optimizer, scheduler):
+    """One seeded pass: each image with a caption of its class, drawn from ``by_class``."""
+    model.train()
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    order = torch.randperm(len(y), generator=gen)
+    total, count = 0.0, 0
+    for i in tqdm(range(0, len(y), cfg.batch_size), desc=f"epoch {epoch + 1}", leave=False):
+        idx = order[i : i + cfg.batch_size]
+        pick = torch.stack([by_class[k][torch.randint(len(by_class[k]), (1,), generator=gen)][0]
+                            for k in y[idx].tolist()])  # fmt: skip
+        part = shard(len(idx))  # this process's share of the batch
+        xb = augment_batch(x[idx], cfg.augment, gen)[part].to(device())
+        loss = label_aware_clip_loss(
+            model.encode_image(xb, normalize=True),
+            model.encode_text(tokens, normalize=True)[pick[part].to(device())],
+            y[idx][part].to(device()),
+            model.logit_scale.exp(),
+        )
+        total += optimizer_step(loss, optimizer, scheduler, model.parameters()) * len(xb)
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, np.log(100))
+        count += len(xb)
+    return mean_over_processes(total / count, count)

@@ -110,24 +110,7 @@ def train_segmenter(
     optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch)
 
     def train_epoch(epoch: int) -> float:
-        model.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(x_train), generator=gen)
-        total, count = 0.0, 0
-        for i in tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}", leave=False):
-            idx = order[i : i + cfg.batch_size]
-            xb, yb = augment_pair(x_train[idx], y_train[idx], cfg.augment, gen)
-            part = shard(len(idx))  # this process's share of the batch
-            xb, yb = xb[part].to(device()), yb[part].to(device())
-            loss = segmentation_loss(
-                model(xb.contiguous(memory_format=memory_format))[:, 0],
-                yb[:, 0],
-                cfg.dice_weight,
-                cfg.bce_weight,
-            )
-            total += optimizer_step(loss, optimizer, scheduler, model.parameters()) * len(xb)
-            count += len(xb)
-        return mean_over_processes(total / count, count)
+        return _train_epoch(model, x_train, y_train, cfg, epoch, optimizer, scheduler)
 
     def validate() -> dict[str, float]:
         logits = predict_logits(model, val[0])
@@ -152,3 +135,26 @@ def train_segmenter(
     )
     model.to("cpu", memory_format=torch.contiguous_format)
     return result
+
+
+def _train_epoch(model, x, y, cfg: SegTrainConfig, epoch: int, optimizer, scheduler) -> float:
+    """One seeded pass over (x, y) in augmented, sharded batches; the mean loss."""
+    model.train()
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    order = torch.randperm(len(x), generator=gen)
+    total, count = 0.0, 0
+    for i in tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}", leave=False):
+        idx = order[i : i + cfg.batch_size]
+        xb, yb = augment_pair(x[idx], y[idx], cfg.augment, gen)
+        part = shard(len(idx))  # this process's share of the batch
+        xb, yb = xb[part].to(device()), yb[part].to(device())
+        loss = segmentation_loss(
+            model(xb.contiguous(memory_format=memory_format))[:, 0],
+            yb[:, 0],
+            cfg.dice_weight,
+            cfg.bce_weight,
+        )
+        total += optimizer_step(loss, optimizer, scheduler, model.parameters()) * len(xb)
+        count += len(xb)
+    return mean_over_processes(total / count, count)
