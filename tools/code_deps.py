@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 DVC_YAML = ROOT / "dvc.yaml"
 TOP = ("params", "stage")  # every stage depends on them; their imports are not followed
-TOP_LEVEL = (*TOP, "hub")  # modules above the parts (hub: the model cache, no stage dep)
+TOP_LEVEL = (*TOP, "hub", "skeletons")  # above the parts: the model cache and its skeletons
 SECTION_PART = {"fetch": "core", "classifier": "classification", "clip": "labeling",
                 "segmentation": "segmentation", "cohort": "cohort", "diffusion": "generation",
                 "lora": "generation", "captioning": "captioning", "report": "report"}  # fmt: skip
