@@ -54,7 +54,7 @@ def main() -> None:
         adapters = {"lcm": (paths.lcm_lora, 1.0)} if sampler == "lcm" else {}
         if variant == "lora":
             adapters["lora"] = (paths.lora, cfg.lora_scale)
-        pipe = load_variant(paths.base, adapters)
+        pipe = load_variant(paths.base, adapters, cfg.vae_slicing)
         use_sampler(pipe, sampler, dict(pipe.scheduler.config))
         out[sampler], speed[sampler] = _generate(pipe, sampling, captions, cfg, res)
         log.info("%s %s: %.2f images/s", sampler, variant, speed[sampler]["images_per_s"])

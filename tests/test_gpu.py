@@ -15,7 +15,17 @@ import pytest
 import torch
 
 from cxrlab.core.errors import ConfigError
-from cxrlab.core.runtime import accelerator, device, device_of, use_device
+from cxrlab.core.loop import optimizer_step
+from cxrlab.core.runtime import (
+    accelerator,
+    autocast,
+    device,
+    device_of,
+    grad_scaler,
+    inference_dtype,
+    use_device,
+    use_precision,
+)
 from cxrlab.params import apply_profile
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -25,6 +35,7 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU
 def on_cpu_after():
     yield
     use_device("cpu")
+    use_precision("fp32")
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +94,46 @@ def test_device_param_default_profile_and_errors(on_cpu_after):
         apply_profile({"profile": "gpu", "lora": {}, "profiles": {"gpu": {"lora": 3}}})
     use_device("auto")
     assert device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _fit_line(steps: int = 150) -> tuple[float, float]:
+    """A linear fit through optimizer_step under autocast: (first loss, last loss)."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 16)
+    y = x @ torch.randn(16, 1)
+    model = torch.nn.Linear(16, 1).to(device())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    losses = []
+    for _ in range(steps):
+        with autocast():
+            pred = model(x.to(device()))
+        loss = torch.nn.functional.mse_loss(pred.float(), y.to(device()))
+        losses.append(optimizer_step(loss, optimizer, scheduler, model.parameters(), 1.0))
+    return losses[0], losses[-1]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_precision_param_autocasts_training_and_still_learns(precision, on_cpu_after):
+    use_device("auto")
+    use_precision(precision)
+    with autocast():
+        out = torch.nn.Linear(4, 4).to(device())(torch.ones(2, 4, device=device()))
+    assert out.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert (grad_scaler() is not None) == (precision == "fp16")  # fp16 scales its loss
+    first, last = _fit_line()
+    assert last < 0.05 * first, (first, last)
+    want = torch.bfloat16 if precision == "bf16" else torch.float16
+    assert inference_dtype() == (want if device().type == "cuda" else torch.float32)
+
+
+def test_fp32_precision_is_plain_fp32_and_bad_names_are_clear_errors(on_cpu_after):
+    use_precision("fp32")
+    with autocast():
+        assert torch.nn.Linear(4, 4)(torch.ones(2, 4)).dtype == torch.float32
+    assert grad_scaler() is None and inference_dtype() == torch.float32
+    with pytest.raises(ConfigError, match="precision is 'half'; expected one of fp32, bf16"):
+        use_precision("half")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")

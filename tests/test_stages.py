@@ -57,6 +57,7 @@ def test_classifier_stages_chain_on_tiny_data(workdir):
     assert (root / paths["model"] / "model.safetensors").is_file()
     train = json.loads((root / paths["train_live"] / "metrics.json").read_text())
     assert train["best_epoch"] in (1, 2) and "best_val_auc" in train
+    assert 0.1 < train["peak_rss_gb"] < 24  # what the run cost, in its metrics
     assert (root / paths["train_live"] / "plots/metrics/val/auc.tsv").is_file()
     ev = json.loads((root / paths["eval_live"] / "metrics.json").read_text())
     for block in ("test", "test_at_val_threshold"):

@@ -282,6 +282,7 @@ class GenerateParams:
     batch_size: int = 125
     grid_columns: int = 10
     lora_scale: float = 1.0
+    vae_slicing: bool = False  # decode one image at a time (less memory at 512 px)
     samplers: dict[str, SamplerParams] = field(default_factory=dict)
 
 

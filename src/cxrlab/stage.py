@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
 from collections.abc import Callable
 
 from cxrlab.core.errors import ConfigError, CxrlabError
-from cxrlab.core.utils import setup_logging
+from cxrlab.core.utils import peak_memory, setup_logging
 
 
 def run_stage(main: Callable[[], None]) -> None:
@@ -25,12 +27,20 @@ def run_stage(main: Callable[[], None]) -> None:
         device = str(params.get("device", "cpu"))
         if params.get("profile", "cpu") != "cpu":
             _check_profile_can_run(params, device)
-        # cpu is the default of a fresh process: a stage without a model never loads torch.
-        if device != "cpu" or "cxrlab.core.runtime" in sys.modules:
-            from cxrlab.core.runtime import use_device
+        precision = str(params.get("precision", "fp32"))
+        # cpu and fp32 are a fresh process's defaults: a stage without a model never
+        # loads torch.
+        if (device, precision) != ("cpu", "fp32") or "cxrlab.core.runtime" in sys.modules:
+            from cxrlab.core.runtime import use_device, use_precision
 
             use_device(device)
+            use_precision(precision)
+        start = time.perf_counter()
         main()
+        logging.getLogger("stage").info(
+            "done in %.0f s; peak memory: %s", time.perf_counter() - start,
+            ", ".join(f"{k} {v} GB" for k, v in peak_memory().items()),
+        )  # fmt: skip
     except CxrlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -31,7 +31,7 @@ from cxrlab.core.augment import AugmentConfig, augment_batch
 from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import Keep, TrainResult, fit, model_signature, optimizer_step
-from cxrlab.core.runtime import device, mean_over_processes, shard
+from cxrlab.core.runtime import autocast, device, mean_over_processes, shard
 
 log = logging.getLogger(__name__)
 
@@ -207,10 +207,11 @@ def _train_epoch(captioner, data, cfg: CaptionTrainConfig, epoch, optimizer, sch
         part = shard(len(idx))  # this process's share of the batch
         x = augment_batch(x_train[idx], cfg.augment, gen)[part].to(device())
         idx = idx[part]
-        loss, image = caption_forward(captioner, x, [texts[j] for j in idx])
-        if targets is not None:
-            pred = torch.nn.functional.normalize(model.align_head(image), dim=-1)
-            loss = loss + cfg.align_weight * (1 - (pred * targets[idx]).sum(-1)).mean()
+        with autocast():
+            loss, image = caption_forward(captioner, x, [texts[j] for j in idx])
+            if targets is not None:
+                pred = torch.nn.functional.normalize(model.align_head(image).float(), dim=-1)
+                loss = loss + cfg.align_weight * (1 - (pred * targets[idx]).sum(-1)).mean()
         total += optimizer_step(loss, optimizer, scheduler, trainable, max_grad_norm=1.0)
     return mean_over_processes(total / steps, 1.0)
 

@@ -25,7 +25,7 @@ from cxrlab.core.augment import AugmentConfig, augment_batch
 from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import Keep, TrainResult, fit, make_optimizer, model_signature, optimizer_step
-from cxrlab.core.runtime import accelerator, device, mean_over_processes, shard
+from cxrlab.core.runtime import accelerator, autocast, device, mean_over_processes, shard
 from cxrlab.core.transforms import to_tensor
 
 log = logging.getLogger(__name__)
@@ -136,9 +136,12 @@ def _train_epoch(model, x, y, cfg: TrainConfig, epoch, optimizer, scheduler, wei
         # a single process; each process then trains on its share.
         part = shard(len(idx))
         xb = augment_batch(x[idx], cfg.augment, gen)[part].to(device())
+        with autocast():
+            logits = model(xb)
         loss = F.cross_entropy(
-            model(xb), y[idx][part].to(device()), weight=weight, label_smoothing=cfg.label_smoothing
-        )
+            logits.float(), y[idx][part].to(device()), weight=weight,
+            label_smoothing=cfg.label_smoothing,
+        )  # fmt: skip
         total += optimizer_step(loss, optimizer, scheduler) * len(xb)  # DDP syncs the grads
         count += len(xb)
     return mean_over_processes(total / count, count)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dvclive import Live
 
 from cxrlab.core.runtime import is_main_process
+from cxrlab.core.utils import peak_memory
 
 
 class _Silent:
@@ -40,6 +41,7 @@ def epoch_logger(directory: str) -> Iterator[tuple[Live, Callable[[dict], None]]
             live.next_step()
 
         yield live, log_epoch
+        live.summary.update(peak_memory())  # what the run cost, beside what it scored
 
 
 def record_pretrained(directory: str, figure: str, source: str) -> None:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from cxrlab.core.checkpoint import load_checkpoint, save_checkpoint
 from cxrlab.core.errors import TrainingDiverged
-from cxrlab.core.runtime import is_main_process, sync_gradients
+from cxrlab.core.runtime import grad_scaler, is_main_process, sync_gradients
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +77,21 @@ def optimizer_step(loss, optimizer, scheduler, params=None, max_grad_norm: float
     (None: the model is DDP-wrapped, which already did), clip their global norm to
     ``max_grad_norm`` (0: no clipping), then step the optimizer and the LR schedule.
     """
+    scaler = grad_scaler()  # fp16 only: scale the loss so small gradients survive
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (scaler.scale(loss) if scaler else loss).backward()
     if params is not None:
         params = list(params)
         sync_gradients(params)
         if max_grad_norm > 0:
+            if scaler:
+                scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
+    if scaler:
+        scaler.step(optimizer)  # skips the step if a gradient overflowed
+        scaler.update()
+    else:
+        optimizer.step()
     scheduler.step()
     return loss.item()
 

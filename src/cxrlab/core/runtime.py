@@ -19,6 +19,7 @@ the other trainers average their gradients with :func:`sync_gradients`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda", "auto")
 _chosen = "cpu"
+# The ``precision`` param: the autocast dtype of training and the weights' of inference.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_precision = "fp32"
 
 
 def use_device(name: str) -> None:
@@ -67,6 +71,43 @@ def accelerator():
         acc.device, acc.process_index + 1, acc.num_processes, acc.distributed_type,
     )  # fmt: skip
     return acc
+
+
+def use_precision(name: str) -> None:
+    """Train under autocast to ``name`` (``bf16``, ``fp16``) or in full ``fp32`` from here on.
+
+    Raises:
+        ConfigError: For a name not in :data:`PRECISIONS`.
+    """
+    global _precision
+    if name not in PRECISIONS:
+        raise ConfigError(f"precision is '{name}'; expected one of {', '.join(PRECISIONS)}.")
+    _precision = name
+    grad_scaler.cache_clear()
+
+
+def autocast() -> contextlib.AbstractContextManager:
+    """Mixed precision for a forward pass at the ``precision`` param (fp32: none).
+
+    The weights and the optimiser state stay fp32; matrix products run in the lower dtype.
+    """
+    if _precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device().type, dtype=PRECISIONS[_precision])
+
+
+def inference_dtype() -> torch.dtype:
+    """The dtype of weights that only predict: the ``precision`` param's on a GPU.
+
+    On the CPU it stays fp32, where half-precision kernels are slow or missing.
+    """
+    return PRECISIONS[_precision] if device().type == "cuda" else torch.float32
+
+
+@functools.cache
+def grad_scaler() -> torch.amp.GradScaler | None:
+    """fp16 training's loss scaler; None for fp32 and bf16, which keep fp32's range."""
+    return torch.amp.GradScaler(device().type) if _precision == "fp16" else None
 
 
 def device() -> torch.device:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -140,3 +141,16 @@ def resumable_map(
             f.flush()
             os.fsync(f.fileno())
     return {k: done[k] for k in keys}
+
+
+def peak_memory() -> dict[str, float]:
+    """This process's peak host RSS so far and, if it used a GPU, its peak allocated VRAM (GB).
+
+    Each stage logs it at its end (:func:`cxrlab.stage.run_stage`); the training stages
+    keep it in their metrics.
+    """
+    peak = {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        peak["peak_vram_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return peak

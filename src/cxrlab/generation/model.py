@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from cxrlab.core.errors import DataError
-from cxrlab.core.runtime import device
+from cxrlab.core.runtime import device, inference_dtype, run_batched
 
 log = logging.getLogger(__name__)
 
@@ -304,27 +304,39 @@ def to_rgb(images, resolution: int) -> torch.Tensor:
     return to_tensor(images, resolution).expand(-1, 3, -1, -1).contiguous()
 
 
-@torch.no_grad()
-def encode_latents(vae, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Scaled latent means of images (N, 3, S, S): what the UNet is trained on."""
-    vae.eval()
-    means = [vae.encode(b).latent_dist.mean for b in images.split(batch_size)]
-    return torch.cat(means) * vae.config.scaling_factor
+def vae_batch(resolution: int) -> int:
+    """Images per VAE batch: at most 2**21 pixels (8 at 512 px, 256 at 32 px).
+
+    One 512 px SD-1.5 VAE activation is about 0.1 GB an image, so a batch of 256 there
+    would need tens of GB; bounded by pixels, it stays near 1 GB on any device.
+    """
+    return max(1, min(256, 2**21 // resolution**2))
 
 
 @torch.no_grad()
-def reconstruct(source: str | Path, images, resolution: int, batch_size: int = 256):
+def encode_latents(vae, images: torch.Tensor) -> torch.Tensor:
+    """Scaled latent means of images (N, 3, S, S): what the UNet is trained on.
+
+    The VAE runs on the ``device`` param's device, in :func:`vae_batch` batches; the
+    latents come back on the CPU.
+    """
+    vae.eval().to(device())
+    means = run_batched(lambda b: vae.encode(b).latent_dist.mean, images,
+                        vae_batch(images.shape[-1]), device())  # fmt: skip
+    return means * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def reconstruct(source: str | Path, images, resolution: int):
     """uint8 grayscale images passed through the VAE of the pipeline at ``source``."""
     from diffusers import AutoencoderKL
 
     from cxrlab.core.transforms import to_uint8
 
-    vae = AutoencoderKL.from_pretrained(str(source), subfolder="vae").eval()
-    out = [
-        vae.decode(vae.encode(b).latent_dist.mean).sample
-        for b in to_rgb(images, resolution).split(batch_size)
-    ]
-    return to_uint8(torch.cat(out).mean(1, keepdim=True))
+    vae = AutoencoderKL.from_pretrained(str(source), subfolder="vae").eval().to(device())
+    out = run_batched(lambda b: vae.decode(vae.encode(b).latent_dist.mean).sample,
+                      to_rgb(images, resolution), vae_batch(resolution), device())  # fmt: skip
+    return to_uint8(out.mean(1, keepdim=True))
 
 
 def set_latent_scale(vae, images: torch.Tensor) -> float:
@@ -371,14 +383,17 @@ def use_sampler(pipe, kind: str, base_config: dict) -> None:
     pipe.scheduler = schedulers[kind].from_config(base_config)
 
 
-def load_variant(source: str | Path, adapters: dict[str, tuple[str | Path, float]]):
+def load_variant(
+    source: str | Path, adapters: dict[str, tuple[str | Path, float]], vae_slicing: bool = False
+):
     """Load a pipeline with LoRA adapters fused into its weights, for fast sampling.
 
-    It runs on the ``device`` param's device.
+    It runs on the ``device`` param's device, in the ``precision`` param's dtype on a GPU.
 
     Args:
         source: The base pipeline (folder or hub id).
         adapters: ``{name: (lora folder or hub id, weight)}``; empty = the base model.
+        vae_slicing: Decode the latents one image at a time (``generate.vae_slicing``).
 
     Returns:
         A pipeline whose UNet has the weighted LoRAs merged in and no adapter layers
@@ -392,7 +407,9 @@ def load_variant(source: str | Path, adapters: dict[str, tuple[str | Path, float
         pipe.set_adapters(list(adapters), adapter_weights=[w for _, w in adapters.values()])
         pipe.fuse_lora(adapter_names=list(adapters))
         pipe.unload_lora_weights()
-    return pipe.to(device())
+    if vae_slicing:
+        pipe.enable_vae_slicing()  # decode one image at a time: the same images, less memory
+    return pipe.to(device(), inference_dtype())
 
 
 class _TextEncoderNote(logging.Filter):

@@ -30,7 +30,7 @@ from cxrlab.core.loop import (
     model_signature,
     optimizer_step,
 )
-from cxrlab.core.runtime import device, mean_over_processes, shard
+from cxrlab.core.runtime import autocast, device, mean_over_processes, shard
 from cxrlab.labeling.model import ClipBundle
 
 log = logging.getLogger(__name__)
@@ -144,9 +144,12 @@ def _train_epoch(model, x, y, cfg: ClipTrainConfig, epoch, tokens, by_class, opt
                             for k in y[idx].tolist()])  # fmt: skip
         part = shard(len(idx))  # this process's share of the batch
         xb = augment_batch(x[idx], cfg.augment, gen)[part].to(device())
+        with autocast():
+            image = model.encode_image(xb, normalize=True)
+            text = model.encode_text(tokens, normalize=True)
         loss = label_aware_clip_loss(
-            model.encode_image(xb, normalize=True),
-            model.encode_text(tokens, normalize=True)[pick[part].to(device())],
+            image.float(),
+            text.float()[pick[part].to(device())],
             y[idx][part].to(device()),
             model.logit_scale.exp(),
         )

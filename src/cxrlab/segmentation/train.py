@@ -17,7 +17,7 @@ from cxrlab.core.augment import AugmentConfig, augment_pair
 from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import Keep, TrainResult, fit, make_optimizer, model_signature, optimizer_step
-from cxrlab.core.runtime import device, mean_over_processes, shard
+from cxrlab.core.runtime import autocast, device, mean_over_processes, shard
 from cxrlab.core.transforms import to_tensor
 from cxrlab.segmentation.data import IGNORE
 from cxrlab.segmentation.evaluate import dice_score
@@ -149,12 +149,9 @@ def _train_epoch(model, x, y, cfg: SegTrainConfig, epoch: int, optimizer, schedu
         xb, yb = augment_pair(x[idx], y[idx], cfg.augment, gen)
         part = shard(len(idx))  # this process's share of the batch
         xb, yb = xb[part].to(device()), yb[part].to(device())
-        loss = segmentation_loss(
-            model(xb.contiguous(memory_format=memory_format))[:, 0],
-            yb[:, 0],
-            cfg.dice_weight,
-            cfg.bce_weight,
-        )
+        with autocast():
+            logits = model(xb.contiguous(memory_format=memory_format))[:, 0]
+        loss = segmentation_loss(logits.float(), yb[:, 0], cfg.dice_weight, cfg.bce_weight)
         total += optimizer_step(loss, optimizer, scheduler, model.parameters()) * len(xb)
         count += len(xb)
     return mean_over_processes(total / count, count)
