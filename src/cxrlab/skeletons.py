@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cxrlab.utils import write_json
+from cxrlab.core.utils import write_json
 
 SNAPSHOT = "5eed5eed" * 5  # the commit id refs/main points at (any 40 hex digits)
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
