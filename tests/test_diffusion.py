@@ -158,8 +158,9 @@ def test_lora_saves_and_reloads_to_identical_outputs(pipe, images, tmp_path, cap
     )
     assert not torch.allclose(unet_out(fresh.unet, cond.bank), base_out, atol=1e-4)
     with caplog.at_level(logging.WARNING, logger="diffusers"):
-        fused = load_variant(tmp_path / "base", {"class": (tmp_path / "lora", 1.0)})
+        fused = load_variant(tmp_path / "base", {"class": (tmp_path / "lora", 1.0)}, True)
     assert note not in caplog.text  # the stages' logs stay free of it
+    assert fused.vae.use_slicing  # diffusion.generate.vae_slicing
     assert not any("lora" in name for name, _ in fused.unet.named_parameters())
     assert torch.allclose(
         unet_out(fused.unet, cond.bank), unet_out(pipe.unet, cond.bank), atol=1e-5

@@ -408,7 +408,7 @@ def load_variant(
         pipe.fuse_lora(adapter_names=list(adapters))
         pipe.unload_lora_weights()
     if vae_slicing:
-        pipe.enable_vae_slicing()  # decode one image at a time: the same images, less memory
+        pipe.vae.enable_slicing()  # decode one image at a time: the same images, less memory
     return pipe.to(device(), inference_dtype())
 
 
