@@ -199,8 +199,8 @@ def build_pipeline(cfg: DiffusionConfig, seed: int):
     )
 
 
-def load_pipeline(source: str | Path):
-    """Load a ``StableDiffusionPipeline`` from a folder or a hub id, on the CPU.
+def load_pipeline(source: str | Path, dtype: torch.dtype = torch.float32):
+    """Load a ``StableDiffusionPipeline`` from a folder or a hub id, on the CPU, in ``dtype``.
 
     Raises:
         DataError: If ``source`` is neither a saved pipeline nor a reachable hub id.
@@ -209,7 +209,7 @@ def load_pipeline(source: str | Path):
 
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            str(source), safety_checker=None, requires_safety_checker=False
+            str(source), safety_checker=None, requires_safety_checker=False, torch_dtype=dtype
         )
     except (OSError, ValueError) as exc:
         raise DataError(
@@ -399,7 +399,7 @@ def load_variant(
         A pipeline whose UNet has the weighted LoRAs merged in and no adapter layers
         left, so sampling costs what the base model costs.
     """
-    pipe = load_pipeline(source)
+    pipe = load_pipeline(source, inference_dtype())
     if adapters:
         for name, (path, _) in adapters.items():
             with _quiet_text_encoder_note():
@@ -409,7 +409,7 @@ def load_variant(
         pipe.unload_lora_weights()
     if vae_slicing:
         pipe.vae.enable_slicing()  # decode one image at a time: the same images, less memory
-    return pipe.to(device(), inference_dtype())
+    return pipe.to(device())
 
 
 class _TextEncoderNote(logging.Filter):
