@@ -53,7 +53,9 @@ def main() -> None:
     for sampler, sampling in cfg.samplers.items():
         adapters = {"lcm": (paths.lcm_lora, 1.0)} if sampler == "lcm" else {}
         if variant == "lora":
-            adapters["lora"] = (paths.lora, cfg.lora_scale)
+            # not "lora": diffusers matches adapter names as substrings of "lora_A" keys and
+            # would log every LCM-LoRA key as missing
+            adapters["class"] = (paths.lora, cfg.lora_scale)
         pipe = load_variant(paths.base, adapters, cfg.vae_slicing)
         use_sampler(pipe, sampler, dict(pipe.scheduler.config))
         out[sampler], speed[sampler] = _generate(pipe, sampling, captions, cfg, res)
