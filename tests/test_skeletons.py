@@ -1,4 +1,4 @@
-"""Hub-layout skeletons: the gpu profile's SD-1.5, LCM-LoRA and BLIP-base load by hub id."""
+"""Hub-layout skeletons: every model the gpu profiles name loads by hub id, offline."""
 
 import json
 import os
@@ -7,7 +7,18 @@ import sys
 
 import pytest
 
-from cxrlab.skeletons import BLIP_BASE, LCM_SD15, SD15, SD15_UNET, SNAPSHOT, build
+from cxrlab.skeletons import (
+    BIOMEDBERT,
+    BIOMEDCLIP,
+    BLIP_BASE,
+    LCM_SD15,
+    LLAVA_LLAMA3,
+    SD15,
+    SD15_UNET,
+    SMP_RESNET18,
+    SNAPSHOT,
+    build,
+)
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -16,7 +27,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def hf_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("hf")
-    assert build(home, "small") == [SD15, LCM_SD15, BLIP_BASE]
+    light = [SD15, LCM_SD15, BLIP_BASE, BIOMEDCLIP, SMP_RESNET18]  # LLaVA: its own test
+    assert list(build(home, "small", only=light)) == light
     return home
 
 
@@ -48,12 +60,10 @@ def test_sd15_skeleton_has_the_published_layout_and_configs(hf_home):
         assert (folder / "unet" / name).is_file() and (folder / "vae" / name).is_file()
 
 
-def test_hub_check_finds_the_skeletons_and_only_lacks_the_others(hf_home):
-    out = run_python("from cxrlab.hub import main; main(['check', '-p', 'gpu'])", hf_home)
-    missing = out.stdout
-    for repo_id in (SD15, LCM_SD15, BLIP_BASE):
-        assert repo_id not in missing, missing
-    assert "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224" in missing  # not built yet
+def test_hub_check_finds_every_repository_of_the_gpu_profile(hf_home):
+    code = "import sys; from cxrlab.hub import main; sys.exit(main(['check', '-p', 'gpu']))"
+    out = run_python(code, hf_home)
+    assert out.stdout.startswith("all 6 repositories the profile loads are in the cache")
 
 
 def test_the_profile_code_samples_from_the_skeletons_by_hub_id(hf_home):
@@ -101,3 +111,91 @@ out = generate_captions(cap, x, num_beams=2, max_new_tokens=4)
 assert len(out) == 2 and all(isinstance(c, str) for c in out)
 """
     run_python(code, hf_home)
+
+
+def test_the_profile_code_labels_with_the_biomedclip_skeleton_by_hub_id(hf_home):
+    """load_clip on the hf-hub id, as clip_label calls it: BiomedBERT's tokenizer, 224 px."""
+    code = f"""
+import numpy as np
+from cxrlab.labeling.model import load_clip
+clip = load_clip("hf-hub:{BIOMEDCLIP}")
+ids = clip.tokenizer(["a chest x-ray with pneumonia"])
+assert ids.shape == (1, 256), ids.shape  # context_length
+row = ids[0].tolist()
+end = row.index(3)  # [CLS] ... [SEP], then [PAD] to the context length
+assert row[0] == 2 and row[end + 1 :] == [0] * (255 - end), row
+x = clip.images_to_tensor(np.random.default_rng(0).integers(0, 256, (2, 28, 28), dtype=np.uint8))
+assert x.shape == (2, 3, 224, 224)
+image, text = clip.encode_images(x), clip.encode_texts(["normal", "pneumonia"])
+assert image.shape == (2, 512) and text.shape == (2, 512)
+"""
+    run_python(code, hf_home)
+    config = json.loads((hf_home / "hub" / f"models--{BIOMEDBERT.replace('/', '--')}" / "snapshots"
+                         / SNAPSHOT / "config.json").read_text())  # fmt: skip
+    assert config["vocab_size"] == 30522 and config["num_hidden_layers"] == 1
+
+
+def test_the_segmenter_starts_from_the_smp_skeleton_at_smps_pinned_revision(hf_home):
+    """build_segmenter with encoder_weights=imagenet reads the pinned snapshot, strictly."""
+    code = """
+import glob, torch
+from safetensors.torch import load_file
+from cxrlab.segmentation.model import SegmenterConfig, build_segmenter
+model = build_segmenter(SegmenterConfig(encoder_weights="imagenet"))
+repo = sys.argv[1] + "/hub/models--smp-hub--resnet18.imagenet"
+path, = glob.glob(repo + "/snapshots/*/model.safetensors")
+saved, own = load_file(path), model.encoder.state_dict()
+assert len(saved) == 120
+same = [torch.equal(own[k], saved[k]) for k in saved if k != "conv1.weight"]
+assert all(same), same  # conv1: smp folds the RGB filters into the one grey channel
+assert own["conv1.weight"].shape[1] == 1
+"""
+    run_python("import sys\n" + code, hf_home, str(hf_home))
+
+
+@pytest.fixture(scope="module")
+def llava_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("hf-llava")
+    build(home, "small", only=[LLAVA_LLAMA3])
+    return home
+
+
+def test_the_llava_skeleton_has_llama3s_tokens_and_sharded_weights(llava_home):
+    folder = llava_home / "hub" / "models--xtuner--llava-llama-3-8b-v1_1-transformers" / "snapshots"
+    folder = folder / SNAPSHOT
+    config = json.loads((folder / "config.json").read_text())
+    assert config["image_token_index"] == 128257 and config["text_config"]["vocab_size"] == 128320
+    assert config["text_config"]["hidden_size"] == 4096 and config["vision_feature_layer"] == -2
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1  # sharded, as published
+
+
+def test_the_profile_code_trains_and_captions_with_the_llava_skeleton_by_hub_id(llava_home):
+    """The gpu-llava captioner path on CPU (no 4-bit): chat-template prompt, LoRA, decode."""
+    code = f"""
+import numpy as np, torch
+from cxrlab.captioning.model import (CaptionerConfig, _prefix_ids, add_lora, build_captioner,
+    caption_loss, encode_captions, generate_captions, pixel_values)
+cap = build_captioner(CaptionerConfig(family="llava", pretrained="{LLAVA_LLAMA3}"))
+assert cap.cfg.image_size == 336 and cap.num_image_tokens == 576
+assert cap.model.dtype == torch.float32  # fp32 master weights unless loaded in 4 bits
+tok = cap.tokenizer
+assert (tok.bos_token_id, tok.eos_token_id, tok.convert_tokens_to_ids("<image>")) == (
+    128000, 128009, 128257)
+prefix = _prefix_ids(cap)
+assert prefix[:2] == [128000, 128006] and prefix.count(128257) == 576
+text = tok.decode([i for i in prefix if i != 128257])
+assert text.endswith("<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n"), text
+enc = encode_captions(cap, ["clear lungs"])
+assert enc["input_ids"][0, -1] == 128009 and (enc["labels"][0, : len(prefix)] == -100).all()
+add_lora(cap, 4, 8)
+trainable = [n for n, p in cap.model.named_parameters() if p.requires_grad]
+assert trainable and all("language_model" in n and "lora_" in n for n in trainable)
+x = pixel_values(cap, np.random.default_rng(0).integers(0, 256, (1, 64, 64), dtype=np.uint8))
+loss = caption_loss(cap, x, ["clear lungs"])
+loss.backward()
+assert torch.isfinite(loss) and loss.item() > 5  # random weights: near log(128320)
+out = generate_captions(cap, x, num_beams=1, max_new_tokens=2)
+assert len(out) == 1 and isinstance(out[0], str)
+"""
+    run_python(code, llava_home)
