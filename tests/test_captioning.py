@@ -124,6 +124,18 @@ def test_caption_pairs_from_sources_split_by_patient(caption_sources):
     assert images.shape == (16, 32, 32) and images.dtype == np.uint8
 
 
+def test_max_per_split_draws_a_seeded_subset_of_each_split(caption_sources):
+    full = build_caption_pairs(caption_sources, CaptionDataConfig())
+    few = build_caption_pairs(caption_sources, CaptionDataConfig(max_per_split=2))
+    counts = few["split"].value_counts()
+    assert (counts == full["split"].value_counts().clip(upper=2)).all(), counts
+    assert set(few["image"]) <= set(full["image"])
+    again = build_caption_pairs(caption_sources, CaptionDataConfig(max_per_split=2))
+    assert few.equals(again)  # the same draw every run
+    other = build_caption_pairs(caption_sources, CaptionDataConfig(max_per_split=2, seed=1))
+    assert not few["image"].equals(other["image"])
+
+
 def test_empty_caption_and_image_without_text_are_rejected():
     pairs = pd.DataFrame({"image": ["a.png", "b.png"], "caption": ["PA.", "  "], "split": "train"})
     with pytest.raises(DataError, match="b.png has an empty caption"):
@@ -263,7 +275,8 @@ def test_4bit_loading_is_qlora_nf4_on_the_gpu_only():
     q = quantization_config()
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16
-    assert load_kwargs(tiny_cfg("llava")) == {}
+    # unquantised: fp32 master weights, whatever dtype the hub files hold
+    assert load_kwargs(tiny_cfg("llava")) == {"dtype": torch.float32}
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="load_in_4bit needs a CUDA GPU"):
             load_kwargs(tiny_cfg("llava", load_in_4bit=True))

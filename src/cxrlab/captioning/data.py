@@ -65,7 +65,9 @@ class CaptionDataConfig:
         image_size: Side of the square images stored for training, pixels.
         max_note_words: Longest clinical-note sentence kept, in words.
         fractions: Share of images per split; patients never straddle splits.
-        seed: Seed of the patient shuffle.
+        seed: Seed of the patient shuffle (and of the ``max_per_split`` draw).
+        max_per_split: Keep at most this many images of each split, drawn at random: a
+            quick trial run (the gpu profile's smoke test); ``None`` keeps all.
     """
 
     image_size: int = 128
@@ -74,6 +76,7 @@ class CaptionDataConfig:
         default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2}
     )
     seed: int = 0
+    max_per_split: int | None = None
 
 
 def note_sentence(notes: object, max_words: int) -> str:
@@ -159,6 +162,10 @@ def build_caption_pairs(raw_dir: str | Path, cfg: CaptionDataConfig) -> pd.DataF
     pairs["split"] = split_by_patient(
         pairs["patient"], cfg.fractions, cfg.seed, key="captioning.prepare.fractions"
     ).to_numpy()
+    if cfg.max_per_split is not None:
+        shuffled = pairs.sample(frac=1.0, random_state=cfg.seed)
+        drawn = shuffled.groupby("split").head(cfg.max_per_split).index
+        pairs = pairs.loc[sorted(drawn)].reset_index(drop=True)
     return pairs
 
 

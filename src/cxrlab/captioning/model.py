@@ -277,7 +277,7 @@ def _load_pretrained(cfg: CaptionerConfig, source: str | Path) -> Captioner:
     size = images.size.get("height") or images.size.get("shortest_edge")
     cfg = dataclasses.replace(cfg, image_size=int(size))
     if cfg.family == "blip":
-        model = BlipForConditionalGeneration.from_pretrained(source)
+        model = BlipForConditionalGeneration.from_pretrained(source, **load_kwargs(cfg))
     else:
         from transformers import LlavaForConditionalGeneration
 
@@ -302,13 +302,16 @@ def quantization_config():
 
 
 def load_kwargs(cfg: CaptionerConfig) -> dict[str, Any]:
-    """``from_pretrained`` arguments: none, or the 4-bit base placed on the CUDA GPU.
+    """``from_pretrained`` arguments: fp32 weights, or the 4-bit base placed on the CUDA GPU.
+
+    fp32 unless quantised: the master weights autocast trains on, whatever dtype the hub
+    files hold (LLaVA-LLaMA-3 publishes fp16, which crawls on a CPU).
 
     Raises:
         ConfigError: If ``load_in_4bit`` is set and torch sees no CUDA GPU.
     """
     if not cfg.load_in_4bit:
-        return {}
+        return {"dtype": torch.float32}
     if not torch.cuda.is_available():
         raise ConfigError(
             "captioning.model.load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit); "
@@ -317,7 +320,7 @@ def load_kwargs(cfg: CaptionerConfig) -> dict[str, Any]:
     return {
         "quantization_config": quantization_config(),
         "device_map": {"": torch.cuda.current_device()},
-        "torch_dtype": torch.bfloat16,
+        "dtype": torch.bfloat16,
     }
 
 
@@ -394,7 +397,7 @@ def load_captioner(directory: str | Path) -> Captioner:
 
     base = directory if (directory / "config.json").is_file() else cfg.pretrained
     if cfg.family == "blip":
-        model = BlipForConditionalGeneration.from_pretrained(base)
+        model = BlipForConditionalGeneration.from_pretrained(base, **load_kwargs(cfg))
     else:  # an adapter goes back onto the base it was trained on: 4-bit on the GPU
         from transformers import LlavaForConditionalGeneration
 

@@ -163,8 +163,11 @@ def train_captioner(
     run_id = fingerprint(cfg, captioner.cfg, texts, model_signature(model))
 
     data, scorer = (x_train, texts, targets), CaptionScorer(meteor=False)
+    # fit copies the kept epoch's weights and checkpoints them: of a LoRA fine-tune only
+    # the adapter, not the frozen base (a second LLaVA-8B in memory otherwise).
+    weights = model if cfg.finetune == "full" else torch.nn.ParameterList(trainable)
     result = fit(
-        model,
+        weights,
         optimizer=optimizer,
         scheduler=scheduler,
         epochs=cfg.epochs,
