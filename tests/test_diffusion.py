@@ -1,5 +1,6 @@
 """The Stable Diffusion parts at tiny sizes: training steps, LoRA round trips, LCM, metrics."""
 
+import copy
 import dataclasses
 import json
 import logging
@@ -47,7 +48,7 @@ from cxrlab.generation.train import (
     train_vae,
 )
 from cxrlab.params import load_section
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_resume_gives_the_same_weights
 
 TINY = DiffusionConfig(
     resolution=16,
@@ -131,6 +132,29 @@ def test_base_training_resumes_to_the_same_weights(pipe, images, tmp_path):
     assert resumed.history == full.history and not ckpt.exists()
     for a, b in zip(ema.parameters(), ema_full.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_lora_resumes_to_the_same_weights_and_checkpoints_only_the_adapter(pipe, images, tmp_path):
+    z = encode_latents(pipe.vae, to_rgb(images, 16))
+    cond = make_conditioning(pipe, ["normal lungs", "pneumonia"] * (len(z) // 2))
+    cfg = LoraTrainConfig(steps=4, eval_every=1, lr=1e-2)
+    ckpt = tmp_path / "lora.pt"
+    seen = {}
+
+    def train(unet, checkpoint, on_epoch):
+        if checkpoint and checkpoint.exists():  # the interrupted run's
+            saved = torch.load(checkpoint, weights_only=True)
+            seen["model"], seen["best"] = len(saved["model"]), len(saved["best"])
+        torch.manual_seed(0)  # the LoRA's initial weights, as a fresh stage process seeds them
+        train_lora(unet, pipe.scheduler, z, cond, z[:4], cond, cfg, checkpoint, on_epoch)
+        seen["lora"] = sum("lora_" in n for n, _ in unet.named_parameters())
+
+    assert_resume_gives_the_same_weights(
+        train, lambda: copy.deepcopy(pipe.unet), ckpt,
+        weights=lambda unet: {k: v for k, v in unet.state_dict().items() if "lora_" in k},
+    )  # fmt: skip
+    # the kept block and the checkpoint hold the adapter's tensors, not the frozen UNet's
+    assert seen["model"] == seen["best"] == seen["lora"] > 0, seen
 
 
 def test_lora_saves_and_reloads_to_identical_outputs(pipe, images, tmp_path, caplog):
