@@ -35,7 +35,7 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "chromium not found and not root: the page-rendering tests will be skipped"; fi
 
-.PHONY: install install-gpu repro test test-latest lint format plots lock exp dvc
+.PHONY: install install-gpu repro test test-gpu-smoke test-latest lint format plots lock exp dvc
 install: $(VENV)/.installed node_modules/.installed
 
 # bitsandbytes (4-bit LLaVA) for the gpu profile, pinned like the rest.
@@ -60,6 +60,11 @@ dvc: install
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 test: install chromium
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+# The gpu and gpu-llava profiles through the whole pipeline (evaluation and report too) on
+# hub-layout skeletons, on the CPU; `make test` runs only the stages that load hub models.
+test-gpu-smoke: install
+	CXRLAB_GPU_SMOKE=full pytest -p no:cacheprovider tests/test_gpu_profile_e2e.py
 
 # The fast tests on the newest versions pyproject.toml's ranges allow (not the lock), in
 # a separate environment: run before `make lock` to see what a fresh resolve would break.

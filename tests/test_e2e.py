@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 STAGE_SECONDS = REPO / "build" / "e2e_stage_seconds.tsv"  # kept after the run, like screenshots
 
 
-def run_timed(cmd, cwd, env) -> str:
-    """Run ``cmd`` like ``run``, and write how long each `Running stage` block took."""
+def run_timed(cmd, cwd, env, tsv: Path = STAGE_SECONDS) -> str:
+    """Run ``cmd`` like ``run``, and write how long each `Running stage` block took to ``tsv``."""
     env = {**env, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -43,8 +43,8 @@ def run_timed(cmd, cwd, env) -> str:
     ends = [t for _, t in starts[1:]] + [total]
     spans = ((end - t, name) for (name, t), end in zip(starts, ends, strict=True))
     rows = sorted(spans, reverse=True)
-    STAGE_SECONDS.parent.mkdir(parents=True, exist_ok=True)
-    STAGE_SECONDS.write_text(
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    tsv.write_text(
         f"seconds\tstage\n{total:.1f}\t(all)\n" + "".join(f"{s:.1f}\t{n}\n" for s, n in rows)
     )
     return out
