@@ -160,12 +160,12 @@ def train_captioner(
              cfg.finetune, *millions, len(texts), cfg.epochs)  # fmt: skip
     steps = -(-len(texts) // cfg.batch_size) * cfg.epochs
     optimizer, scheduler = make_optimizer(model, cfg, steps, pretrained)
-    run_id = fingerprint(cfg, captioner.cfg, texts, model_signature(model))
-
-    data, scorer = (x_train, texts, targets), CaptionScorer(meteor=False)
     # fit copies the kept epoch's weights and checkpoints them: of a LoRA fine-tune only
     # the adapter, not the frozen base (a second LLaVA-8B in memory otherwise).
     weights = model if cfg.finetune == "full" else torch.nn.ParameterList(trainable)
+    run_id = fingerprint(cfg, captioner.cfg, texts, model_signature(weights))
+
+    data, scorer = (x_train, texts, targets), CaptionScorer(meteor=False)
     result = fit(
         weights,
         optimizer=optimizer,
