@@ -4,7 +4,7 @@ import pytest
 
 from cxrlab.core.config import load_params
 from cxrlab.core.errors import DataError
-from cxrlab.hub import _pinned, check_offline, main, report, repos
+from cxrlab.hub import _pinned, allow_patterns, check_offline, main, report, repos
 from cxrlab.params import apply_profile
 from cxrlab.stage import run_stage
 from tests.conftest import REPO
@@ -115,3 +115,36 @@ def test_download_asks_for_the_revision_smp_pins():
     assert smp.revision is None  # the check needs no smp import
     assert _pinned(smp).repo_id == settings["repo_id"] == smp.repo_id
     assert _pinned(smp).revision == settings["revision"]
+
+
+# The SD-1.5 repository as published: what `download` must fetch, and the rest.
+SD15_LISTING = {
+    "needed": ["model_index.json", "scheduler/scheduler_config.json", "text_encoder/config.json",
+               "text_encoder/model.safetensors", "tokenizer/merges.txt",
+               "tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json",
+               "tokenizer/vocab.json", "unet/config.json",
+               "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+               "vae/diffusion_pytorch_model.safetensors",
+               "feature_extractor/preprocessor_config.json"],
+    "not": ["v1-5-pruned.ckpt", "v1-5-pruned.safetensors", "v1-5-pruned-emaonly.ckpt",
+            "v1-5-pruned-emaonly.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors",
+            "unet/diffusion_pytorch_model.non_ema.safetensors", "unet/diffusion_pytorch_model.bin",
+            "text_encoder/pytorch_model.bin", "safety_checker/model.safetensors",
+            "vae/diffusion_pytorch_model.fp16.safetensors"],
+}  # fmt: skip
+
+
+def test_download_fetches_what_the_loaders_read_and_not_every_published_format():
+    from huggingface_hub.utils import filter_repo_objects
+
+    def fetched(repo, names):
+        return set(filter_repo_objects(names, allow_patterns=allow_patterns(repo)))
+
+    found = {r.repo_id: r for r in repos(profile("gpu")) + repos(profile("gpu-llava"))}
+    for repo in found.values():  # everything `check` asks for
+        assert fetched(repo, list(repo.files)) == set(repo.files), repo.repo_id
+    sd = found["stable-diffusion-v1-5/stable-diffusion-v1-5"]
+    assert fetched(sd, SD15_LISTING["needed"] + SD15_LISTING["not"]) == set(SD15_LISTING["needed"])
+    llava = next(r for r in found.values() if "llava" in r.repo_id)
+    shards = [f"model-0000{i}-of-00004.safetensors" for i in range(1, 5)]
+    assert fetched(llava, shards + ["pytorch_model.bin"]) == set(shards)

@@ -172,12 +172,27 @@ def check_offline(params: dict[str, Any]) -> None:
         )
 
 
+def allow_patterns(repo: Repo) -> list[str]:
+    """The files ``download`` fetches of ``repo``, not every format it publishes.
+
+    Every config and tokenizer file (small), the weights the project loads and their
+    shards. SD-1.5's repository also holds single-file checkpoints of several GB each and
+    fp16, non-EMA and PyTorch-pickle copies of every weight, which nothing here reads.
+    """
+    weights = [name for name in repo.files if not name.endswith((".json", ".txt"))]
+    if "model.safetensors.index.json" in repo.files:
+        weights.append("model-*-of-*.safetensors")  # the shards the index names
+    return ["*.json", "*.txt", *weights]
+
+
 def download(params: dict[str, Any]) -> None:
     """Fetch every repository the profile loads into the cache (HF_HOME)."""
     from huggingface_hub import snapshot_download
 
     for repo in map(_pinned, repos(params)):
-        path = snapshot_download(repo.repo_id, revision=repo.revision)
+        path = snapshot_download(
+            repo.repo_id, revision=repo.revision, allow_patterns=allow_patterns(repo)
+        )
         print(f"{repo.repo_id}: {path}")
 
 
