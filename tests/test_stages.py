@@ -266,12 +266,19 @@ def test_diffusion_stages_chain_on_tiny_data(workdir, monkeypatch):
 
 
 def test_gpu_profile_path_loads_pretrained_pipeline_and_lcm_lora_by_path(workdir, tmp_path):
-    """pretrained = a pipeline saved in hub layout; the stages copy instead of training."""
+    """pretrained = a pipeline saved in hub layout: the stages pin it instead of training,
+    copy the published LCM-LoRA, and train the LoRA on the pinned pipeline."""
     import torch
     from diffusers import StableDiffusionPipeline
 
     from cxrlab.core.config import from_dict
-    from cxrlab.generation.model import DiffusionConfig, add_lora, build_pipeline, save_lora
+    from cxrlab.generation.model import (
+        DiffusionConfig,
+        add_lora,
+        build_pipeline,
+        load_pipeline,
+        save_lora,
+    )
 
     root, params = workdir
     paths = diffusion_workdir(root, params)
@@ -290,7 +297,11 @@ def test_gpu_profile_path_loads_pretrained_pipeline_and_lcm_lora_by_path(workdir
     for stage in ("train_vae", "train_diffusion_base", "train_lcm_lora", "train_lora"):
         stage_main(stage)()
 
-    base = StableDiffusionPipeline.from_pretrained(root / paths["base"])
+    for out in ("vae", "base"):  # a pin, not a copy: a local folder has no revision
+        pin = json.loads((root / paths[out] / "pretrained.json").read_text())
+        assert pin == {"source": str(hub / "sd"), "revision": None}
+        assert len(list((root / paths[out]).iterdir())) == 1
+    base = load_pipeline(root / paths["base"])
     original = StableDiffusionPipeline.from_pretrained(hub / "sd")
     for a, b in zip(base.unet.parameters(), original.unet.parameters(), strict=True):
         assert torch.equal(a, b)
@@ -298,7 +309,7 @@ def test_gpu_profile_path_loads_pretrained_pipeline_and_lcm_lora_by_path(workdir
     assert lcm.read_bytes() == (hub / "lcm" / "pytorch_lora_weights.safetensors").read_bytes()
     live = json.loads((root / paths["live"] / "train_lcm_lora" / "metrics.json").read_text())
     assert live["trained_here"] == 0
-    base.load_lora_weights(root / paths["lora"], adapter_name="lora")  # trained on the copy
+    base.load_lora_weights(root / paths["lora"], adapter_name="lora")  # trained on the pin
 
 
 def write_roco(root):

@@ -3,8 +3,8 @@
 The cpu profile builds every part of Stable Diffusion from a small config (an
 ``AutoencoderKL``, a ``UNet2DConditionModel``, a CLIP text encoder and the real CLIP
 BPE tokenizer, whose merges ship inside the open_clip wheel) and trains it here.
-The gpu profile loads ``stable-diffusion-v1-5`` by hub id. Both are
-``StableDiffusionPipeline`` objects saved with ``save_pretrained``, and LoRA
+The gpu profile loads ``stable-diffusion-v1-5`` by hub id, pinned to the revision it
+first used (:func:`pin_pretrained`). Both are ``StableDiffusionPipeline`` objects, and LoRA
 adapters are written in the diffusers LoRA format that ``load_lora_weights`` reads.
 """
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 LORA_RECORD = "cxrlab_lora.json"
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+PIN = "pretrained.json"
 
 
 @dataclass(frozen=True)
@@ -199,17 +200,62 @@ def build_pipeline(cfg: DiffusionConfig, seed: int):
     )
 
 
+def pin_pretrained(source: str, directory: str | Path) -> dict:
+    """Write ``directory/pretrained.json``: the pipeline ``source`` at its exact revision.
+
+    The gpu profile starts from a published pipeline (``diffusion.pretrained``). Copying
+    its 4 GB into every workspace and DVC cache would cost disk and minutes and add
+    nothing: the pin names the hub id and the commit of the snapshot that was used, so
+    the stages downstream load exactly that snapshot from the model cache, and DVC
+    reruns them when the pin changes. The files needed are fetched (or found, offline)
+    as ``from_pretrained`` would fetch them; a local folder is pinned by its path.
+
+    Raises:
+        DataError: If ``source`` is neither a pipeline folder nor a reachable hub id.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    from cxrlab.core.utils import atomic_path
+
+    pin = {"source": source, "revision": None}
+    if not (Path(source) / "model_index.json").is_file():
+        try:
+            folder = Path(StableDiffusionPipeline.download(source, safety_checker=None))
+        except (OSError, ValueError) as exc:
+            raise DataError(
+                f"cannot find the Stable Diffusion pipeline '{source}' (a folder or hub id): "
+                f"{exc}. Check the id, and that the model is cached (python -m cxrlab.hub check)."
+            ) from exc
+        pin["revision"] = folder.name  # the hub cache's snapshots/<commit>
+    with atomic_path(directory) as tmp:
+        tmp.mkdir(parents=True)
+        (tmp / PIN).write_text(json.dumps(pin, indent=2) + "\n")
+    return pin
+
+
+def resolve_pin(source: str | Path) -> tuple[str, dict]:
+    """``(name, from_pretrained kwargs)`` for a folder, a hub id or a pin folder."""
+    pin_file = Path(source) / PIN
+    if not pin_file.is_file():
+        return str(source), {}
+    pin = json.loads(pin_file.read_text())
+    return pin["source"], {"revision": pin["revision"]} if pin["revision"] else {}
+
+
 def load_pipeline(source: str | Path, dtype: torch.dtype = torch.float32):
-    """Load a ``StableDiffusionPipeline`` from a folder or a hub id, on the CPU, in ``dtype``.
+    """Load a ``StableDiffusionPipeline`` on the CPU, in ``dtype``.
+
+    ``source`` is a saved pipeline, a hub id, or a pin (:func:`pin_pretrained`).
 
     Raises:
         DataError: If ``source`` is neither a saved pipeline nor a reachable hub id.
     """
     from diffusers import StableDiffusionPipeline
 
+    name, pinned = resolve_pin(source)
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            str(source), safety_checker=None, requires_safety_checker=False, torch_dtype=dtype
+            name, safety_checker=None, requires_safety_checker=False, torch_dtype=dtype, **pinned
         )
     except (OSError, ValueError) as exc:
         raise DataError(
@@ -333,7 +379,8 @@ def reconstruct(source: str | Path, images, resolution: int):
 
     from cxrlab.core.transforms import to_uint8
 
-    vae = AutoencoderKL.from_pretrained(str(source), subfolder="vae").eval().to(device())
+    name, pinned = resolve_pin(source)
+    vae = AutoencoderKL.from_pretrained(name, **{**pinned, "subfolder": "vae"}).eval().to(device())
     out = run_batched(lambda b: vae.decode(vae.encode(b).latent_dist.mean).sample,
                       to_rgb(images, resolution), vae_batch(resolution), device())  # fmt: skip
     return to_uint8(out.mean(1, keepdim=True))
