@@ -148,6 +148,29 @@ def tiny_train_cfg() -> TrainConfig:
     )
 
 
+@pytest.fixture(scope="session")
+def skeleton_home(tmp_path_factory) -> Path:
+    """An offline HF_HOME with every repository the gpu profiles name, as small skeletons.
+
+    About 6 GB and a minute to write, so it is built once per test run and shared by the
+    xdist workers (the first to ask builds it under a lock). Tests only read it.
+    """
+    from filelock import FileLock
+
+    from cxrlab.skeletons import build
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above every worker's own
+    home = base / "hf-skeletons"
+    with FileLock(f"{home}.lock"):
+        if not (home / "complete").is_file():
+            shutil.rmtree(home, ignore_errors=True)
+            build(home, "small")
+            (home / "complete").touch()
+    return home
+
+
 @dataclass
 class S3Server:
     """A moto S3 server on 127.0.0.1, the test double of a team's DVC remote."""

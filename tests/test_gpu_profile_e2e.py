@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from cxrlab.captioning.model import CONFIG_FILE
-from cxrlab.skeletons import LLAVA_LLAMA3, build
+from cxrlab.skeletons import LLAVA_LLAMA3
 from tests.conftest import SHARED_DATA, commit_all, copy_repository
 from tests.test_e2e import STAGE_SECONDS, run_timed
 
@@ -63,13 +63,11 @@ def smoke_profile(gpu: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def repo(tmp_path_factory, skeleton_home):
     if not (SHARED_DATA / "pneumoniamnist").is_dir():
         pytest.skip(f"no data mirror at {SHARED_DATA}")
     tmp = tmp_path_factory.mktemp("gpu-smoke")
     dest = copy_repository(tmp / "cxrlab")
-    hf_home = tmp / "hf"
-    build(hf_home, "small")
     full = np.load(SHARED_DATA / "pneumoniamnist" / "pneumoniamnist.npz")
     (dest / MINI).parent.mkdir(parents=True)
     first = {
@@ -91,7 +89,7 @@ def repo(tmp_path_factory):
     llava["decode"] = {"batch_size": 1, "num_beams": 1}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = commit_all(dest)
-    env = {**env, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+    env = {**env, "HF_HOME": str(skeleton_home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     return dest, params, env
 
 

@@ -24,12 +24,15 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def hf_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("hf")
-    light = [SD15, LCM_SD15, BLIP_BASE, BIOMEDCLIP, SMP_RESNET18]  # LLaVA: its own test
-    assert list(build(home, "small", only=light)) == light
-    return home
+def test_build_writes_only_the_repositories_asked_for(tmp_path):
+    light = [BLIP_BASE, SMP_RESNET18]
+    assert list(build(tmp_path, "small", only=light)) == light
+    hub = tmp_path / "hub"
+    assert sorted(p.name for p in hub.iterdir()) == sorted(
+        f"models--{r.replace('/', '--')}" for r in light
+    )
+    with pytest.raises(SystemExit, match="add it to --only"):  # it is built on SD-1.5's UNet
+        build(tmp_path, "small", only=[LCM_SD15])
 
 
 def run_python(code: str, hf_home, *args: str) -> subprocess.CompletedProcess:
@@ -42,8 +45,8 @@ def run_python(code: str, hf_home, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_sd15_skeleton_has_the_published_layout_and_configs(hf_home):
-    root = hf_home / "hub" / "models--stable-diffusion-v1-5--stable-diffusion-v1-5"
+def test_sd15_skeleton_has_the_published_layout_and_configs(skeleton_home):
+    root = skeleton_home / "hub" / "models--stable-diffusion-v1-5--stable-diffusion-v1-5"
     assert (root / "refs" / "main").read_text() == SNAPSHOT
     folder = root / "snapshots" / SNAPSHOT
     index = json.loads((folder / "model_index.json").read_text())
@@ -60,21 +63,29 @@ def test_sd15_skeleton_has_the_published_layout_and_configs(hf_home):
         assert (folder / "unet" / name).is_file() and (folder / "vae" / name).is_file()
 
 
-def test_hub_check_finds_every_repository_of_the_gpu_profile(hf_home):
+def test_hub_check_finds_every_repository_of_the_gpu_profile(skeleton_home):
     code = "import sys; from cxrlab.hub import main; sys.exit(main(['check', '-p', 'gpu']))"
-    out = run_python(code, hf_home)
+    out = run_python(code, skeleton_home)
     assert out.stdout.startswith("all 6 repositories the profile loads are in the cache")
 
 
-def test_the_profile_code_samples_from_the_skeletons_by_hub_id(hf_home):
-    """load_variant and sample_images, as generate_lora calls them, on the hub ids."""
+def test_the_profile_code_samples_from_the_skeletons_by_hub_id(skeleton_home):
+    """The base pinned at the cached revision (train_diffusion_base), then load_variant and
+    sample_images as generate_lora calls them."""
     code = f"""
 import numpy as np
-from cxrlab.generation.model import fetch_lora, load_variant, sample_images, use_sampler
+from pathlib import Path
+from cxrlab.generation.model import (
+    fetch_lora, load_variant, pin_pretrained, sample_images, use_sampler,
+)
 import sys, tempfile
+base = Path(tempfile.mkdtemp()) / "base"
+pin = pin_pretrained("{SD15}", base)
+assert pin == {{"source": "{SD15}", "revision": "{SNAPSHOT}"}}, pin
+assert [f.name for f in base.iterdir()] == ["pretrained.json"]  # nothing copied
 lcm = fetch_lora("{LCM_SD15}", tempfile.mkdtemp() + "/lcm")
-plain = load_variant("{SD15}", {{}})
-fused = load_variant("{SD15}", {{"lcm": (lcm, 1.0)}})
+plain = load_variant(base, {{}})
+fused = load_variant(base, {{"lcm": (lcm, 1.0)}})
 use_sampler(fused, "lcm", dict(fused.scheduler.config))
 use_sampler(plain, "lcm", dict(plain.scheduler.config))
 ids = plain.tokenizer("a chest x-ray with pneumonia").input_ids
@@ -84,10 +95,10 @@ b = sample_images(fused, "a chest x-ray", 1, 2, 1.5, 0, 1, 64)
 assert a.shape == (1, 64, 64) and a.dtype == np.uint8
 assert not np.array_equal(a, b), "the LCM-LoRA changed nothing"
 """
-    run_python(code, hf_home)
+    run_python(code, skeleton_home)
 
 
-def test_the_profile_code_trains_and_captions_with_the_blip_skeleton_by_hub_id(hf_home):
+def test_the_profile_code_trains_and_captions_with_the_blip_skeleton_by_hub_id(skeleton_home):
     """build_captioner on the hub id, as train_captioner calls it; one step, then decoding."""
     code = f"""
 import numpy as np, torch
@@ -110,10 +121,10 @@ assert torch.isfinite(loss) and loss.item() > 5  # random weights: near log(3052
 out = generate_captions(cap, x, num_beams=2, max_new_tokens=4)
 assert len(out) == 2 and all(isinstance(c, str) for c in out)
 """
-    run_python(code, hf_home)
+    run_python(code, skeleton_home)
 
 
-def test_the_profile_code_labels_with_the_biomedclip_skeleton_by_hub_id(hf_home):
+def test_the_profile_code_labels_with_the_biomedclip_skeleton_by_hub_id(skeleton_home):
     """load_clip on the hf-hub id, as clip_label calls it: BiomedBERT's tokenizer, 224 px."""
     code = f"""
 import numpy as np
@@ -129,13 +140,13 @@ assert x.shape == (2, 3, 224, 224)
 image, text = clip.encode_images(x), clip.encode_texts(["normal", "pneumonia"])
 assert image.shape == (2, 512) and text.shape == (2, 512)
 """
-    run_python(code, hf_home)
-    config = json.loads((hf_home / "hub" / f"models--{BIOMEDBERT.replace('/', '--')}" / "snapshots"
-                         / SNAPSHOT / "config.json").read_text())  # fmt: skip
+    run_python(code, skeleton_home)
+    repo = skeleton_home / "hub" / f"models--{BIOMEDBERT.replace('/', '--')}"
+    config = json.loads((repo / "snapshots" / SNAPSHOT / "config.json").read_text())
     assert config["vocab_size"] == 30522 and config["num_hidden_layers"] == 1
 
 
-def test_the_segmenter_starts_from_the_smp_skeleton_at_smps_pinned_revision(hf_home):
+def test_the_segmenter_starts_from_the_smp_skeleton_at_smps_pinned_revision(skeleton_home):
     """build_segmenter with encoder_weights=imagenet reads the pinned snapshot, strictly."""
     code = """
 import glob, torch
@@ -150,18 +161,13 @@ same = [torch.equal(own[k], saved[k]) for k in saved if k != "conv1.weight"]
 assert all(same), same  # conv1: smp folds the RGB filters into the one grey channel
 assert own["conv1.weight"].shape[1] == 1
 """
-    run_python("import sys\n" + code, hf_home, str(hf_home))
+    run_python("import sys\n" + code, skeleton_home, str(skeleton_home))
 
 
-@pytest.fixture(scope="module")
-def llava_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("hf-llava")
-    build(home, "small", only=[LLAVA_LLAMA3])
-    return home
-
-
-def test_the_llava_skeleton_has_llama3s_tokens_and_sharded_weights(llava_home):
-    folder = llava_home / "hub" / "models--xtuner--llava-llama-3-8b-v1_1-transformers" / "snapshots"
+def test_the_llava_skeleton_has_llama3s_tokens_and_sharded_weights(skeleton_home):
+    folder = (
+        skeleton_home / "hub" / "models--xtuner--llava-llama-3-8b-v1_1-transformers" / "snapshots"
+    )
     folder = folder / SNAPSHOT
     config = json.loads((folder / "config.json").read_text())
     assert config["image_token_index"] == 128257 and config["text_config"]["vocab_size"] == 128320
@@ -170,7 +176,7 @@ def test_the_llava_skeleton_has_llama3s_tokens_and_sharded_weights(llava_home):
     assert len(set(index["weight_map"].values())) > 1  # sharded, as published
 
 
-def test_the_profile_code_trains_and_captions_with_the_llava_skeleton_by_hub_id(llava_home):
+def test_the_profile_code_trains_and_captions_with_the_llava_skeleton_by_hub_id(skeleton_home):
     """The gpu-llava captioner path on CPU (no 4-bit): chat-template prompt, LoRA, decode."""
     code = f"""
 import numpy as np, torch
@@ -198,4 +204,4 @@ assert torch.isfinite(loss) and loss.item() > 5  # random weights: near log(1283
 out = generate_captions(cap, x, num_beams=1, max_new_tokens=2)
 assert len(out) == 1 and isinstance(out[0], str)
 """
-    run_python(code, llava_home)
+    run_python(code, skeleton_home)

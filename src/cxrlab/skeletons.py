@@ -600,6 +600,10 @@ def build(
     unknown = set(only or []) - set(builders)
     if unknown:
         raise SystemExit(f"no skeleton for {sorted(unknown)}; known: {sorted(builders)}")
+    sd_repo = Path(hf_home) / "hub" / f"models--{SD15.replace('/', '--')}"
+    sd_unet = sd_repo / "snapshots" / SNAPSHOT / "unet" / "config.json"
+    if only and LCM_SD15 in only and SD15 not in only and not sd_unet.is_file():
+        raise SystemExit(f"the {LCM_SD15} skeleton is built on {SD15}'s: add it to --only")
     return {repo_id: build_one() for repo_id, build_one in builders.items()
             if only is None or repo_id in only}  # fmt: skip
 
