@@ -35,7 +35,7 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "chromium not found and not root: the page-rendering tests will be skipped"; fi
 
-.PHONY: install install-gpu repro test test-gpu-smoke test-latest lint format plots lock exp dvc
+.PHONY: install install-gpu repro test test-gpu-smoke test-latest lint format plots lock exp exps dvc
 install: $(VENV)/.installed node_modules/.installed
 
 # bitsandbytes (4-bit LLaVA) for the gpu profile, pinned like the rest.
@@ -52,6 +52,13 @@ exp: install
 
 dvc: install
 	dvc $(ARGS)
+
+# Experiments side by side, readable: the params they change and the headline metrics
+# (metrics/headline.json). Plain `dvc exp show` prints every stage's metrics, 800 columns.
+# EXP_COLUMNS names every params.yaml section and headline section (tests/test_experiments.py).
+EXP_COLUMNS = ^(Experiment|Created|State)$$|^(profile|profiles|device|precision|fetch|classifier|clip|segmentation|cohort|diffusion|lora|captioning|report|clip_labels|concept_mapper|generation)(\.|$$)
+exps: install
+	dvc exp show --only-changed --drop '^(?!$(EXP_COLUMNS))' $(ARGS)
 
 # One worker per core (at most 4), one thread each: on 2 cores the end-to-end `dvc repro`
 # runs beside the unit tests instead of after them, and no two processes fight over the

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
+
 pytestmark = pytest.mark.slow
 TRAIN = """
 import json, yaml
@@ -99,3 +101,52 @@ def test_lora_sweep_reads_every_experiment_of_dvc_exp_show(tmp_path):
     from cxrlab.generation.figures import plot_sweep
 
     assert plot_sweep(rows, "lora.steps", tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+HEADLINE_TRAIN = """
+import json, os, yaml
+p = yaml.safe_load(open("params.yaml"))
+os.makedirs("metrics", exist_ok=True)
+json.dump({"segmentation": {"test_dice": p["lora"]["steps"] / 1000}},
+          open("metrics/headline.json", "w"))
+json.dump({"val_loss": 0.5, "epoch": 3}, open("metrics/train.json", "w"))
+"""
+
+
+def test_make_exps_shows_the_changed_params_and_the_headline_metrics_only(tmp_path):
+    """`make exps`' column filter (the Makefile's EXP_COLUMNS) on two experiments."""
+    import re
+
+    import yaml
+
+    makefile = (REPO / "Makefile").read_text()
+    columns = re.search(r"^EXP_COLUMNS = (.*)$", makefile, re.M).group(1).replace("$$", "$")
+    sections = list(yaml.safe_load((REPO / "params.yaml").read_text()))
+    sections += list(json.loads((REPO / "metrics" / "headline.json").read_text()))
+    assert all(re.match(columns, f"{name}.x") for name in sections)  # none left out
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def run(*cmd: str) -> str:
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout}\n{proc.stderr}"
+        return proc.stdout
+
+    (tmp_path / "train.py").write_text(HEADLINE_TRAIN)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  train:\n    cmd: python train.py\n    deps: [train.py]\n"
+        "    params: [lora.steps, lora.rank]\n    metrics:\n"
+        "      - metrics/headline.json:\n          cache: false\n"
+        "      - metrics/train.json:\n          cache: false\n"
+    )
+    (tmp_path / "params.yaml").write_text("lora:\n  steps: 500\n  rank: 8\n")
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    run("dvc", "repro", "-q")
+    run("git", "add", "-A")
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    run("dvc", "exp", "run", "-q", "-n", "long", "-S", "lora.steps=1000")
+    shown = run("dvc", "exp", "show", "--csv", "--only-changed", "--drop", f"^(?!{columns})")
+    header = shown.splitlines()[0].split(",")
+    assert "lora.steps" in header and "segmentation.test_dice" in header
+    assert not {"lora.rank", "val_loss", "epoch"} & set(header), header
