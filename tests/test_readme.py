@@ -1,0 +1,31 @@
+"""The README's results table and pipeline picture say what the repository holds."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def test_the_results_table_reads_metrics_headline_json():
+    """Every value is metrics/headline.json's, rounded to the digits shown."""
+    headline = json.loads((REPO / "metrics" / "headline.json").read_text())
+    rows = re.findall(
+        r"^\|[^|\n]*\|[^|\n]*\| `([a-z_]+)\.([a-z0-9_]+)` \| ([\d.]+) \|$", README, re.M
+    )
+    assert len(rows) >= 10 and {section for section, _, _ in rows} == set(headline)
+    for section, key, shown in rows:
+        digits = len(shown.split(".")[1])
+        assert f"{headline[section][key]:.{digits}f}" == shown, f"{section}.{key}"
+
+
+def test_the_pipeline_picture_is_dvc_dag():
+    block = re.search(r"```mermaid\n(.*?)```", README, re.S).group(1)
+    dvc = Path(sys.executable).parent / "dvc"
+    dag = subprocess.run([dvc, "dag", "--mermaid"], cwd=REPO, capture_output=True, text=True)
+    assert dag.returncode == 0, dag.stderr
+    assert block.strip() == dag.stdout.strip(), "regenerate it: dvc dag --mermaid"
