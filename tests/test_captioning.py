@@ -229,6 +229,33 @@ def test_caption_forward_returns_one_feature_vector_per_image(family):
     assert torch.allclose(features, tokens.mean(dim=1), atol=1e-6)
 
 
+def test_llava_loss_from_the_caption_logits_only_equals_the_full_loss():
+    """caption_forward keeps the logits of the caption positions: same loss, same gradients
+    as the model's own loss over every position, for captions of different lengths."""
+    from cxrlab.captioning.model import encode_captions
+
+    torch.manual_seed(0)
+    captioner = build_captioner(tiny_cfg("llava"))
+    captioner.model.eval()  # no dropout: the two passes see the same network
+    x = pixel_values(captioner, tiny_images(2))
+    texts = [CAPTIONS[0], CAPTIONS[1] + " and more words at the end"]
+    results = []
+    for trimmed in (True, False):
+        captioner.model.zero_grad()
+        if trimmed:
+            loss = caption_forward(captioner, x, texts)[0]
+        else:
+            loss = captioner.model(pixel_values=x, **encode_captions(captioner, texts)).loss
+        loss.backward()
+        grads = [p.grad for p in captioner.model.parameters() if p.grad is not None]
+        results.append((loss.detach(), [g.clone() for g in grads]))
+    (trimmed, trimmed_grads), (full, full_grads) = results
+    torch.testing.assert_close(trimmed, full)
+    assert len(trimmed_grads) > 10
+    for a, b in zip(trimmed_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_llava_default_lora_targets_adapt_the_language_model_only():
     """LLaMA's q/k/v/o and MLP projections get adapters; the CLIP tower's q/k/v_proj not."""
     torch.manual_seed(0)

@@ -505,8 +505,14 @@ def caption_forward(
         hook = _projector(captioner.model).register_forward_hook(
             lambda _m, _i, output: seen.append(output)
         )
+        # Logits only where a caption token is predicted: from the prompt's last position
+        # on. The image tokens alone are 576 positions, each a vocabulary-wide logit row
+        # (128k for LLaMA-3) that the loss would ignore.
+        first = int((tokens["labels"] != -100).any(0).nonzero()[0])
+        keep = tokens["labels"].shape[1] - first + 1
+        tokens["labels"] = tokens["labels"][:, -keep:]
         try:
-            out = captioner.model(pixel_values=pixels, **tokens)
+            out = captioner.model(pixel_values=pixels, logits_to_keep=keep, **tokens)
         finally:
             hook.remove()
         image = torch.cat([s.reshape(-1, s.shape[-1]) for s in seen])
