@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlab.core.figures import _save, plt
+from cxrlab.core.figures import plt, save_figure
 
 
 def caption_examples_figure(
@@ -40,7 +40,7 @@ def caption_examples_figure(
             )
             y -= 0.14 * (wrapped.count("\n") + 1) + 0.06
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def caption_scores_figure(scores: dict[str, dict[str, float]], keys: Sequence[str], path) -> Path:
@@ -55,4 +55,4 @@ def caption_scores_figure(scores: dict[str, dict[str, float]], keys: Sequence[st
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

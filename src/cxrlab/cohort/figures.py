@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlab.core.figures import _save, plt
+from cxrlab.core.figures import plt, save_figure
 
 SEX_COLORS = {"F": "#d95f02", "M": "#1b9e77", "unknown": "#999999"}
 
@@ -33,7 +33,7 @@ def demographics_figure(rows: pd.DataFrame, path: str | Path) -> Path:
         ax.axis("off")
     fig.suptitle("Age and sex per dataset (one count per study)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def counts_figure(views: pd.DataFrame, findings: pd.DataFrame, top: int, path: str | Path) -> Path:
@@ -66,7 +66,7 @@ def counts_figure(views: pd.DataFrame, findings: pd.DataFrame, top: int, path: s
         ax.tick_params(labelsize=7)
         ax.set_xlabel("images", fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def comparison_figure(
@@ -84,7 +84,7 @@ def comparison_figure(
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:

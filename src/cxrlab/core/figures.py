@@ -88,7 +88,7 @@ def save_gallery(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
@@ -111,10 +111,11 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: str | Path) 
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG (120 dpi), atomically, and close it."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
@@ -154,7 +155,7 @@ def plot_confusion_matrices(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_note(text: str, path: str | Path) -> Path:
@@ -162,4 +163,4 @@ def save_note(text: str, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 1))
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

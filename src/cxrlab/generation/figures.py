@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlab.core.figures import Panel, _save, plt, save_gallery
+from cxrlab.core.figures import Panel, plt, save_figure, save_gallery
 
 
 def save_sample_grid(rows: Sequence[tuple[str, np.ndarray]], title: str, path: str | Path) -> Path:
@@ -37,7 +37,7 @@ def plot_generation_scores(scores: dict, reference_fid: float, path: str | Path)
     for ax in (left, right):
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sweep(rows: Sequence[dict[str, float]], x: str, path: str | Path) -> Path:
@@ -65,4 +65,4 @@ def plot_sweep(rows: Sequence[dict[str, float]], x: str, path: str | Path) -> Pa
             ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])
             ax.minorticks_off()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cxrlab.core.errors import DataError
-from cxrlab.core.figures import _save, plt
+from cxrlab.core.figures import plt, save_figure
 
 PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
 
@@ -188,4 +188,4 @@ def roc_figure(roc: list[dict[str, float]], auc: float, path: str | Path) -> Pat
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Test ROC")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrlab.core.figures import BAD, GOOD, Panel, _save, plt, save_gallery
+from cxrlab.core.figures import BAD, GOOD, Panel, plt, save_figure, save_gallery
 from cxrlab.segmentation.data import read_pair
 
 
@@ -64,4 +64,4 @@ def dice_by_group_figure(scores: pd.DataFrame, groups: list[str], path: str | Pa
         ax.set(title=f"Dice by {column}", ylabel="Dice" if column == groups[0] else None)
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
