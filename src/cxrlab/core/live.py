@@ -45,7 +45,7 @@ def epoch_logger(directory: str) -> Iterator[tuple[Live, Callable[[dict], None]]
 
 
 def record_pretrained(directory: str, figure: str, source: str) -> None:
-    """Mark a training stage that copied ``source`` instead of training (gpu profile).
+    """Mark a training stage that uses the pretrained ``source`` instead of training.
 
     Writes the stage's metrics (``trained_here: 0``) and a figure saying so, so that
     the outputs ``dvc.yaml`` declares exist either way.
@@ -54,4 +54,4 @@ def record_pretrained(directory: str, figure: str, source: str) -> None:
 
     with Live(dir=directory, dvcyaml=False, save_dvc_exp=False) as live:
         live.log_metric("trained_here", 0, plot=False)
-    save_note(f"not trained here: copied from {source}", figure)
+    save_note(f"not trained here: the pretrained {source}", figure)
