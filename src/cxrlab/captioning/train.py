@@ -30,7 +30,14 @@ from cxrlab.captioning.model import (
 from cxrlab.core.augment import AugmentConfig, augment_batch
 from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.errors import ConfigError
-from cxrlab.core.loop import Keep, TrainResult, fit, model_signature, optimizer_step
+from cxrlab.core.loop import (
+    Keep,
+    TrainResult,
+    fit,
+    model_signature,
+    optimizer_step,
+    trainable_weights,
+)
 from cxrlab.core.runtime import autocast, device, mean_over_processes, shard
 
 log = logging.getLogger(__name__)
@@ -162,7 +169,7 @@ def train_captioner(
     optimizer, scheduler = make_optimizer(model, cfg, steps, pretrained)
     # fit copies the kept epoch's weights and checkpoints them: of a LoRA fine-tune only
     # the adapter, not the frozen base (a second LLaVA-8B in memory otherwise).
-    weights = model if cfg.finetune == "full" else torch.nn.ParameterList(trainable)
+    weights = model if cfg.finetune == "full" else trainable_weights(model)
     run_id = fingerprint(cfg, captioner.cfg, texts, model_signature(weights))
 
     data, scorer = (x_train, texts, targets), CaptionScorer(meteor=False)

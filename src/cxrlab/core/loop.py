@@ -160,6 +160,16 @@ class DivergenceGuard:
         raise TrainingDiverged(f"{self.what} training diverged at step {step}: {why}; {self.hint}")
 
 
+def trainable_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """The parameters of ``model`` that train, as one module.
+
+    Hand it to :func:`fit` for an adapter (LoRA) on a frozen base: fit then keeps and
+    checkpoints only the adapter, not a copy of the base (3.4 GB for SD-1.5's UNet, a
+    second LLaVA-8B), and :func:`make_optimizer` groups only these.
+    """
+    return torch.nn.ParameterList([p for p in model.parameters() if p.requires_grad])
+
+
 def model_signature(model: torch.nn.Module) -> list:
     """Parameter names and shapes: part of a run's fingerprint."""
     return [(name, list(p.shape)) for name, p in model.state_dict().items()]

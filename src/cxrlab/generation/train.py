@@ -32,9 +32,10 @@ from cxrlab.core.loop import (
     make_optimizer,
     model_signature,
     optimizer_step,
+    trainable_weights,
 )
 from cxrlab.core.runtime import autocast, device, mean_over_processes, shard
-from cxrlab.generation.model import LORA_TARGETS, add_lora
+from cxrlab.generation.model import LORA_TARGETS, add_lora, pixel_batch
 
 OnEpoch = Callable[[dict[str, float]], None] | None
 
@@ -449,7 +450,7 @@ def fixed_denoising_loss(unet, noise_scheduler, latents, cond: Conditioning):
     unet.eval()
     gen = torch.Generator().manual_seed(1234)
     losses = []
-    batch = max(1, min(256, 2**16 // (latents.shape[-1] * latents.shape[-2])))
+    batch = pixel_batch(latents.shape[-1] * latents.shape[-2], 2**16)
     for idx in torch.arange(len(latents)).split(batch):
         emb = cond.bank[cond.which[idx]]
         with autocast():
@@ -463,12 +464,10 @@ def _fit_steps(unet, loss, n, cfg, checkpoint, on_epoch, validate, keep: Keep) -
 
     ``keep`` picks the block kept; gradients are clipped to
     ``cfg.max_grad_norm`` (0: not clipped). Only the LoRA's weights are kept and
-    checkpointed: a copy of the frozen UNet (3.4 GB for SD-1.5 in fp32) would double its
-    memory, on the GPU too.
+    checkpointed (:func:`~cxrlab.core.loop.trainable_weights`).
     """
     blocks = math.ceil(cfg.steps / cfg.eval_every)
-    trainable = [p for p in unet.parameters() if p.requires_grad]
-    holder = _Params(trainable)
+    holder = trainable_weights(unet)
     # the schedule spans exactly cfg.steps, also when eval_every does not divide it
     optimizer, scheduler = make_optimizer(
         holder, SimpleNamespace(**asdict(cfg), epochs=1), cfg.steps
@@ -499,14 +498,6 @@ def _fit_steps(unet, loss, n, cfg, checkpoint, on_epoch, validate, keep: Keep) -
 def _randn(shape, gen: torch.Generator, where: torch.device) -> torch.Tensor:
     """Standard normal noise drawn on the CPU from ``gen`` (the same on any device), then moved."""
     return torch.randn(shape, generator=gen).to(where)
-
-
-class _Params(nn.Module):
-    """Wraps loose parameters so that :func:`make_optimizer` can group them."""
-
-    def __init__(self, params: list[nn.Parameter]):
-        super().__init__()
-        self.params = nn.ParameterList(params)
 
 
 def _train_block(
