@@ -350,13 +350,18 @@ def to_rgb(images, resolution: int) -> torch.Tensor:
     return to_tensor(images, resolution).expand(-1, 3, -1, -1).contiguous()
 
 
+def pixel_batch(pixels: int, budget: int) -> int:
+    """Items per batch so that a batch holds at most ``budget`` pixels (1 to 256)."""
+    return max(1, min(256, budget // pixels))
+
+
 def vae_batch(resolution: int) -> int:
     """Images per VAE batch: at most 2**21 pixels (8 at 512 px, 256 at 32 px).
 
     One 512 px SD-1.5 VAE activation is about 0.1 GB an image, so a batch of 256 there
     would need tens of GB; bounded by pixels, it stays near 1 GB on any device.
     """
-    return max(1, min(256, 2**21 // resolution**2))
+    return pixel_batch(resolution**2, 2**21)
 
 
 @torch.no_grad()
