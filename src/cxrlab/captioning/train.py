@@ -167,11 +167,9 @@ def train_captioner(
              cfg.finetune, *millions, len(texts), cfg.epochs)  # fmt: skip
     steps = -(-len(texts) // cfg.batch_size) * cfg.epochs
     optimizer, scheduler = make_optimizer(model, cfg, steps, pretrained)
-    # fit copies the kept epoch's weights and checkpoints them: of a LoRA fine-tune only
-    # the adapter, not the frozen base (a second LLaVA-8B in memory otherwise).
+    # fit keeps and checkpoints of a LoRA fine-tune only the adapter, not the frozen base
     weights = model if cfg.finetune == "full" else trainable_weights(model)
     run_id = fingerprint(cfg, captioner.cfg, texts, model_signature(weights))
-
     data, scorer = (x_train, texts, targets), CaptionScorer(meteor=False)
     result = fit(
         weights,
