@@ -56,3 +56,22 @@ def test_dvc_yaml_code_deps_follow_the_imports():
     assert set(SECTION_PART) == set(SECTIONS)
     _, changed = rewrite(DVC_YAML.read_text())
     assert changed == [], f"run `python tools/code_deps.py`: stale code deps in {changed}"
+
+
+def test_functions_stay_short():
+    """No function in src/ over 60 lines, no stage main() over 40 (issue targets)."""
+    import ast
+
+    from tests.conftest import REPO
+
+    long = []
+    for path in sorted((REPO / "src").rglob("*.py")) + sorted((REPO / "stages").glob("*.py")):
+        limit_main = path.parent.name == "stages"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            limit = 40 if limit_main and node.name == "main" else 60
+            lines = node.end_lineno - node.lineno + 1
+            if lines > limit:
+                long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {lines} lines")
+    assert long == [], "\n".join(long)
