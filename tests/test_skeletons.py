@@ -176,12 +176,14 @@ def test_the_llava_skeleton_has_llama3s_tokens_and_sharded_weights(skeleton_home
     assert len(set(index["weight_map"].values())) > 1  # sharded, as published
 
 
-def test_the_profile_code_trains_and_captions_with_the_llava_skeleton_by_hub_id(skeleton_home):
-    """The gpu-llava captioner path on CPU (no 4-bit): chat-template prompt, LoRA, decode."""
+def test_the_llava_skeleton_loads_with_llama3s_prompt_and_lora_targets(skeleton_home):
+    """The gpu-llava captioner on its hub id (CPU, no 4-bit): the chat-template prompt, the
+    caption's labels and the LoRA on the language model. Training and decoding run in
+    tests/test_gpu_profile_e2e.py, through the stages."""
     code = f"""
-import numpy as np, torch
+import torch
 from cxrlab.captioning.model import (CaptionerConfig, _prefix_ids, add_lora, build_captioner,
-    caption_loss, encode_captions, generate_captions, pixel_values)
+    encode_captions)
 cap = build_captioner(CaptionerConfig(family="llava", pretrained="{LLAVA_LLAMA3}"))
 assert cap.cfg.image_size == 336 and cap.num_image_tokens == 576
 assert cap.model.dtype == torch.float32  # fp32 master weights unless loaded in 4 bits
@@ -197,11 +199,5 @@ assert enc["input_ids"][0, -1] == 128009 and (enc["labels"][0, : len(prefix)] ==
 add_lora(cap, 4, 8)
 trainable = [n for n, p in cap.model.named_parameters() if p.requires_grad]
 assert trainable and all("language_model" in n and "lora_" in n for n in trainable)
-x = pixel_values(cap, np.random.default_rng(0).integers(0, 256, (1, 64, 64), dtype=np.uint8))
-loss = caption_loss(cap, x, ["clear lungs"])
-loss.backward()
-assert torch.isfinite(loss) and loss.item() > 5  # random weights: near log(128320)
-out = generate_captions(cap, x, num_beams=1, max_new_tokens=2)
-assert len(out) == 1 and isinstance(out[0], str)
 """
     run_python(code, skeleton_home)
