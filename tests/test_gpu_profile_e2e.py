@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from cxrlab.captioning.model import CONFIG_FILE
-from cxrlab.skeletons import LLAVA_LLAMA3
+from cxrlab.skeletons import LLAVA_LLAMA3, SD15, SNAPSHOT
 from tests.conftest import SHARED_DATA, commit_all, copy_repository
 from tests.test_e2e import STAGE_SECONDS, run_timed
 
@@ -132,6 +132,9 @@ def test_the_gpu_profile_runs_every_stage_on_the_skeletons(repo):
         assert summary["profile"] == "gpu" and summary["missing_artifacts"] == []
         gen = json.loads((root / params["diffusion"]["paths"]["metrics"]).read_text())
         assert {"lcm", "ddim"} <= set(gen)
+    base = root / params["diffusion"]["paths"]["base"]
+    pin = json.loads((base / "pretrained.json").read_text())  # SD-1.5 pinned, not copied
+    assert pin == {"source": SD15, "revision": SNAPSHOT} and len(list(base.iterdir())) == 1
     generated = root / params["diffusion"]["paths"]["generated"]
     for variant in ("base", "lora") if FULL else ("lora",):
         for sampler in ("lcm", "ddim"):
