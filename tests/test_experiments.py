@@ -29,22 +29,29 @@ stages:
 """
 
 
-def test_queued_experiments_run_two_at_a_time(tmp_path):
+def committed_pipeline(root: Path, train: str, dvc_yaml: str, params: str):
+    """A one-stage DVC repository in ``root``, reproduced and committed; returns a runner
+    of commands there (this venv first on PATH) that fails the test on a non-zero exit."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
     def run(*cmd: str) -> str:
-        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout}\n{proc.stderr}"
         return proc.stdout
 
-    (tmp_path / "train.py").write_text(TRAIN)
-    (tmp_path / "dvc.yaml").write_text(DVC_YAML)
-    (tmp_path / "params.yaml").write_text("train:\n  lr: 0.1\n")
+    (root / "train.py").write_text(train)
+    (root / "dvc.yaml").write_text(dvc_yaml)
+    (root / "params.yaml").write_text(params)
     run("git", "init", "-q")
     run("dvc", "init", "-q")
     run("dvc", "repro", "-q")
     run("git", "add", "-A")
     run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    return run
+
+
+def test_queued_experiments_run_two_at_a_time(tmp_path):
+    run = committed_pipeline(tmp_path, TRAIN, DVC_YAML, "train:\n  lr: 0.1\n")
     for name, lr in (("lr-a", "0.25"), ("lr-b", "0.5")):
         run("dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}")
     assert run("dvc", "queue", "status").count("Queued") == 2
@@ -125,26 +132,13 @@ def test_make_exps_shows_the_changed_params_and_the_headline_metrics_only(tmp_pa
     sections += list(json.loads((REPO / "metrics" / "headline.json").read_text()))
     assert all(re.match(columns, f"{name}.x") for name in sections)  # none left out
 
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
-    def run(*cmd: str) -> str:
-        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout}\n{proc.stderr}"
-        return proc.stdout
-
-    (tmp_path / "train.py").write_text(HEADLINE_TRAIN)
-    (tmp_path / "dvc.yaml").write_text(
+    dvc_yaml = (
         "stages:\n  train:\n    cmd: python train.py\n    deps: [train.py]\n"
         "    params: [lora.steps, lora.rank]\n    metrics:\n"
         "      - metrics/headline.json:\n          cache: false\n"
         "      - metrics/train.json:\n          cache: false\n"
     )
-    (tmp_path / "params.yaml").write_text("lora:\n  steps: 500\n  rank: 8\n")
-    run("git", "init", "-q")
-    run("dvc", "init", "-q")
-    run("dvc", "repro", "-q")
-    run("git", "add", "-A")
-    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    run = committed_pipeline(tmp_path, HEADLINE_TRAIN, dvc_yaml, "lora:\n  steps: 500\n  rank: 8\n")
     run("dvc", "exp", "run", "-q", "-n", "long", "-S", "lora.steps=1000")
     shown = run("dvc", "exp", "show", "--csv", "--only-changed", "--drop", f"^(?!{columns})")
     header = shown.splitlines()[0].split(",")
