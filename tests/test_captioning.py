@@ -302,8 +302,8 @@ def test_4bit_loading_is_qlora_nf4_on_the_gpu_only():
     q = quantization_config()
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16
-    # unquantised: fp32 master weights, whatever dtype the hub files hold
-    assert load_kwargs(tiny_cfg("llava")) == {"dtype": torch.float32}
+    # unquantised: read in the files' dtype, then fp32 (test_gpu_profile_loads_a_pretrained_blip_by_path)
+    assert load_kwargs(tiny_cfg("llava")) == {"dtype": "auto"}
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="load_in_4bit needs a CUDA GPU"):
             load_kwargs(tiny_cfg("llava", load_in_4bit=True))
@@ -367,12 +367,17 @@ def test_beam_search_is_deterministic_and_bounded():
 
 
 def test_gpu_profile_loads_a_pretrained_blip_by_path(tmp_path):
-    """pretrained = a BLIP saved in hub layout with its processor, as the hub serves it."""
+    """pretrained = a BLIP saved in hub layout with its processor, as the hub serves it.
+
+    In fp16, as LLaVA-LLaMA-3 is published: it loads as fp32 weights (the same values), and
+    a fine-tune saved from it reloads as fp32 too.
+    """
     from transformers import BlipImageProcessor, BlipProcessor
 
     torch.manual_seed(0)
     built = build_captioner(dataclasses.replace(tiny_cfg("blip"), image_size=48))
-    built.model.save_pretrained(tmp_path / "hub")
+    built.model.half().save_pretrained(tmp_path / "hub")
+    published = {k: v.float() for k, v in built.model.state_dict().items()}
     processor = BlipProcessor(
         image_processor=BlipImageProcessor(size={"height": 48, "width": 48}),
         tokenizer=built.tokenizer,
@@ -385,6 +390,11 @@ def test_gpu_profile_loads_a_pretrained_blip_by_path(tmp_path):
     x = pixel_values(loaded, tiny_images(2))
     assert x.shape == (2, 3, 48, 48)
     assert len(generate_captions(loaded, x, num_beams=2, max_new_tokens=4)) == 2
+    save_captioner(loaded, tmp_path / "finetuned")
+    for model in (loaded.model, load_captioner(tmp_path / "finetuned").model):
+        state = model.state_dict()
+        assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}
+        assert all(torch.equal(state[k], v) for k, v in published.items())
 
 
 # --- resumable batch inference --------------------------------------------------------------
