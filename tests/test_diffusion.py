@@ -91,6 +91,8 @@ def test_pipeline_round_trips_through_save_pretrained(pipe, tmp_path):
     loaded = load_pipeline(tmp_path / "base")
     emb = make_conditioning(pipe, ["a chest x-ray"]).bank
     assert torch.equal(unet_out(pipe.unet, emb), unet_out(loaded.unet, emb))
+    half = load_pipeline(tmp_path / "base", torch.bfloat16)  # the gpu profile's inference dtype
+    assert {p.dtype for m in (half.unet, half.vae) for p in m.parameters()} == {torch.bfloat16}
     with pytest.raises(DataError, match="cannot load a Stable Diffusion pipeline"):
         load_pipeline(tmp_path / "missing")
 

@@ -255,7 +255,7 @@ def load_pipeline(source: str | Path, dtype: torch.dtype = torch.float32):
     name, pinned = resolve_pin(source)
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            name, safety_checker=None, requires_safety_checker=False, torch_dtype=dtype, **pinned
+            name, safety_checker=None, requires_safety_checker=False, dtype=dtype, **pinned
         )
     except (OSError, ValueError) as exc:
         raise DataError(
