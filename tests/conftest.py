@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxrlab.classification.model import ClassifierConfig
-from cxrlab.classification.train import TrainConfig
+from cxrlab.classification.config import ClassifierConfig, TrainConfig
 from cxrlab.core.augment import AugmentConfig
 
 torch.set_flush_denormal(True)  # as every stage does (seed_everything): tiny nets crawl without

@@ -29,8 +29,9 @@ def segmenter():
     import tempfile
     from pathlib import Path
 
+    from cxrlab.segmentation.config import SegTrainConfig
     from cxrlab.segmentation.model import build_segmenter
-    from cxrlab.segmentation.train import SegTrainConfig, train_segmenter
+    from cxrlab.segmentation.train import train_segmenter
     from tests.lungseg_fixtures import write_covid
     from tests.test_segmentation import TINY, prepared
 
@@ -42,8 +43,9 @@ def segmenter():
 
 def clip():
     from cxrlab.classification.data import CLASS_NAMES
+    from cxrlab.labeling.config import ClipTrainConfig
     from cxrlab.labeling.model import build_clip
-    from cxrlab.labeling.train import ClipTrainConfig, train_clip
+    from cxrlab.labeling.train import train_clip
     from tests.conftest import synthetic_split
     from tests.test_clip import CAPTIONS, TINY
 
@@ -56,8 +58,9 @@ def clip():
 
 
 def captioner():
+    from cxrlab.captioning.config import CaptionTrainConfig
     from cxrlab.captioning.model import build_captioner
-    from cxrlab.captioning.train import CaptionTrainConfig, train_captioner
+    from cxrlab.captioning.train import train_captioner
     from cxrlab.core.augment import AugmentConfig
     from tests.test_captioning import CAPTIONS, tiny_cfg, tiny_images
 
@@ -69,8 +72,9 @@ def captioner():
 
 
 def lora():
+    from cxrlab.generation.config import LoraTrainConfig
     from cxrlab.generation.model import build_pipeline, encode_latents, to_rgb
-    from cxrlab.generation.train import LoraTrainConfig, make_conditioning, train_lora
+    from cxrlab.generation.train import make_conditioning, train_lora
     from tests.test_diffusion import TINY
 
     images = np.random.default_rng(0).integers(0, 256, (24, 28, 28), dtype=np.uint8)

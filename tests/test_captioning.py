@@ -8,14 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrlab.captioning.concepts import (
-    ConceptMapper,
+from cxrlab.captioning.concepts import ConceptMapper, tune_mapper, write_concept_csvs
+from cxrlab.captioning.config import (
+    CaptionDataConfig,
+    CaptionerConfig,
+    CaptionTrainConfig,
     MapperConfig,
-    tune_mapper,
-    write_concept_csvs,
+    TextConfig,
+    VisionConfig,
 )
 from cxrlab.captioning.data import (
-    CaptionDataConfig,
     build_caption_pairs,
     check_captions,
     load_pair_images,
@@ -31,9 +33,6 @@ from cxrlab.captioning.evaluate import (
 )
 from cxrlab.captioning.model import (
     DEFAULT_LORA_TARGETS,
-    CaptionerConfig,
-    TextConfig,
-    VisionConfig,
     add_lora,
     build_captioner,
     caption_forward,
@@ -47,7 +46,7 @@ from cxrlab.captioning.model import (
     quantization_config,
     save_captioner,
 )
-from cxrlab.captioning.train import CaptionTrainConfig, train_captioner
+from cxrlab.captioning.train import train_captioner
 from cxrlab.core.augment import AugmentConfig
 from cxrlab.core.config import from_dict
 from cxrlab.core.errors import ConfigError, DataError
@@ -302,7 +301,7 @@ def test_4bit_loading_is_qlora_nf4_on_the_gpu_only():
     q = quantization_config()
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16
-    # unquantised: read in the files' dtype, then fp32 (test_gpu_profile_loads_a_pretrained_blip_by_path)
+    # unquantised: the files' dtype, then fp32 (see ..._loads_a_pretrained_blip_by_path)
     assert load_kwargs(tiny_cfg("llava")) == {"dtype": "auto"}
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="load_in_4bit needs a CUDA GPU"):

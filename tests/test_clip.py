@@ -11,9 +11,10 @@ from cxrlab.core.augment import AugmentConfig
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.core.utils import seed_everything
 from cxrlab.generation.imagefolder import METADATA_FILE, write_imagefolder
+from cxrlab.labeling.config import ClipArchConfig, ClipTrainConfig
 from cxrlab.labeling.labels import COLUMNS, read_labels, select_balanced, write_labels
-from cxrlab.labeling.model import ClipArchConfig, build_clip, load_clip, save_clip
-from cxrlab.labeling.train import ClipTrainConfig, label_aware_clip_loss, train_clip
+from cxrlab.labeling.model import build_clip, load_clip, save_clip
+from cxrlab.labeling.train import label_aware_clip_loss, train_clip
 from cxrlab.labeling.zero_shot import (
     binary_logit,
     calibrate_and_label,

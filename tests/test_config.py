@@ -74,8 +74,7 @@ def test_a_model_config_left_out_takes_its_defaults():
     params = load_params(REPO / "params.yaml")
     captioning = {k: v for k, v in params["captioning"].items() if k not in ("model", "train")}
     loaded = parse_section({**params, "captioning": captioning}, "captioning")
-    from cxrlab.captioning.model import CaptionerConfig
-    from cxrlab.captioning.train import CaptionTrainConfig
+    from cxrlab.captioning.config import CaptionerConfig, CaptionTrainConfig
 
     assert loaded.model == CaptionerConfig() and loaded.train == CaptionTrainConfig()
     with pytest.raises(ConfigError, match="unknown param 'lora.stepz'"):

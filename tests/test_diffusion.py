@@ -10,6 +10,16 @@ import pytest
 import torch
 
 from cxrlab.core.errors import ConfigError, DataError
+from cxrlab.generation.config import (
+    BaseTrainConfig,
+    DiffusionConfig,
+    LcmTrainConfig,
+    LoraTrainConfig,
+    TextConfig,
+    UnetConfig,
+    VaeConfig,
+    VaeTrainConfig,
+)
 from cxrlab.generation.evaluate import (
     class_agreement,
     compare_samplers,
@@ -19,10 +29,6 @@ from cxrlab.generation.evaluate import (
 )
 from cxrlab.generation.imagefolder import read_imagefolder, write_imagefolder
 from cxrlab.generation.model import (
-    DiffusionConfig,
-    TextConfig,
-    UnetConfig,
-    VaeConfig,
     build_pipeline,
     build_tokenizer,
     encode_latents,
@@ -36,11 +42,7 @@ from cxrlab.generation.model import (
     vae_batch,
 )
 from cxrlab.generation.train import (
-    BaseTrainConfig,
     ConsistencySolver,
-    LcmTrainConfig,
-    LoraTrainConfig,
-    VaeTrainConfig,
     distill_lcm,
     make_conditioning,
     train_base_unet,

@@ -169,8 +169,9 @@ def test_classifier_trains_on_the_gpu_like_on_the_cpu(tiny_npz, tiny_model_cfg, 
 
 @gpu
 def test_segmenter_trains_on_the_gpu_like_on_the_cpu(tmp_path):
+    from cxrlab.segmentation.config import SegTrainConfig
     from cxrlab.segmentation.model import build_segmenter
-    from cxrlab.segmentation.train import SegTrainConfig, train_segmenter
+    from cxrlab.segmentation.train import train_segmenter
     from tests.lungseg_fixtures import write_covid
     from tests.test_segmentation import TINY, prepared
 
@@ -188,8 +189,9 @@ def test_segmenter_trains_on_the_gpu_like_on_the_cpu(tmp_path):
 @gpu
 def test_clip_trains_on_the_gpu_like_on_the_cpu(tiny_npz):
     from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
+    from cxrlab.labeling.config import ClipTrainConfig
     from cxrlab.labeling.model import build_clip
-    from cxrlab.labeling.train import ClipTrainConfig, train_clip
+    from cxrlab.labeling.train import train_clip
     from tests.test_clip import CAPTIONS, TINY
 
     split = load_pneumoniamnist(tiny_npz)["train"]
@@ -212,8 +214,9 @@ def test_clip_trains_on_the_gpu_like_on_the_cpu(tiny_npz):
 @gpu
 @pytest.mark.parametrize("family", ["blip", "llava"])
 def test_captioner_trains_and_decodes_on_the_gpu_like_on_the_cpu(family):
+    from cxrlab.captioning.config import CaptionTrainConfig
     from cxrlab.captioning.model import build_captioner, generate_captions, pixel_values
-    from cxrlab.captioning.train import CaptionTrainConfig, train_captioner
+    from cxrlab.captioning.train import train_captioner
     from cxrlab.core.augment import AugmentConfig
     from tests.test_captioning import CAPTIONS, tiny_cfg, tiny_images
 
@@ -239,6 +242,12 @@ def test_captioner_trains_and_decodes_on_the_gpu_like_on_the_cpu(family):
 
 @gpu
 def test_diffusion_trainers_and_sampling_on_the_gpu_like_on_the_cpu(tmp_path):
+    from cxrlab.generation.config import (
+        BaseTrainConfig,
+        LcmTrainConfig,
+        LoraTrainConfig,
+        VaeTrainConfig,
+    )
     from cxrlab.generation.model import (
         build_pipeline,
         encode_latents,
@@ -248,10 +257,6 @@ def test_diffusion_trainers_and_sampling_on_the_gpu_like_on_the_cpu(tmp_path):
         to_rgb,
     )
     from cxrlab.generation.train import (
-        BaseTrainConfig,
-        LcmTrainConfig,
-        LoraTrainConfig,
-        VaeTrainConfig,
         distill_lcm,
         make_conditioning,
         train_base_unet,

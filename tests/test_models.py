@@ -1,13 +1,8 @@
 import pytest
 import torch
 
-from cxrlab.classification.model import (
-    ClassifierConfig,
-    build_classifier,
-    embed,
-    load_classifier,
-    predict_proba,
-)
+from cxrlab.classification.config import ClassifierConfig
+from cxrlab.classification.model import build_classifier, embed, load_classifier, predict_proba
 from cxrlab.core.checkpoint import save_model
 from cxrlab.core.errors import ConfigError, DataError
 

@@ -7,6 +7,7 @@ import torch
 
 from cxrlab.core.augment import AugmentConfig, augment_pair
 from cxrlab.core.errors import ConfigError, DataError
+from cxrlab.segmentation.config import SegmenterConfig, SegTrainConfig
 from cxrlab.segmentation.data import (
     IGNORE,
     encode_mask,
@@ -24,8 +25,8 @@ from cxrlab.segmentation.evaluate import (
     lung_measurements,
     postprocess,
 )
-from cxrlab.segmentation.model import SegmenterConfig, build_segmenter, predict_full_size
-from cxrlab.segmentation.train import SegTrainConfig, segmentation_loss, train_segmenter
+from cxrlab.segmentation.model import build_segmenter, predict_full_size
+from cxrlab.segmentation.train import segmentation_loss, train_segmenter
 from tests.conftest import assert_resume_gives_the_same_weights
 from tests.lungseg_fixtures import write_covid
 

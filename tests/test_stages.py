@@ -272,13 +272,8 @@ def test_gpu_profile_path_loads_pretrained_pipeline_and_lcm_lora_by_path(workdir
     from diffusers import StableDiffusionPipeline
 
     from cxrlab.core.config import from_dict
-    from cxrlab.generation.model import (
-        DiffusionConfig,
-        add_lora,
-        build_pipeline,
-        load_pipeline,
-        save_lora,
-    )
+    from cxrlab.generation.config import DiffusionConfig
+    from cxrlab.generation.model import add_lora, build_pipeline, load_pipeline, save_lora
 
     root, params = workdir
     paths = diffusion_workdir(root, params)

@@ -13,13 +13,8 @@ import time
 import numpy as np
 import torch
 
-from cxrlab.captioning.model import (
-    CaptionerConfig,
-    build_captioner,
-    caption_loss,
-    generate_captions,
-    pixel_values,
-)
+from cxrlab.captioning.config import CaptionerConfig
+from cxrlab.captioning.model import build_captioner, caption_loss, generate_captions, pixel_values
 from cxrlab.core.loop import optimizer_step
 from cxrlab.core.runtime import autocast, device, use_device, use_precision
 from cxrlab.skeletons import BLIP_BASE, FULL, blip_base

@@ -22,9 +22,9 @@ import csv
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxrlab.captioning.config import MapperConfig
 from cxrlab.captioning.evaluate import WORD, concept_f1
 from cxrlab.core.errors import DataError
 from cxrlab.core.utils import atomic_path, write_json
@@ -36,23 +36,6 @@ FINDING_CUIS = {
     "mass": ("C0577559", "mass"),
 }
 """The finding labels of covid_lungseg and NIH ChestX-ray14 that ROCO lacks."""
-
-
-@dataclass(frozen=True)
-class MapperConfig:
-    """``captioning.concepts``: the n-gram mapper and how its thresholds are chosen.
-
-    Attributes:
-        max_n: Longest n-gram, in words.
-        thresholds: Candidate values of the minimum ``P(cui | n-gram)``.
-        min_counts: Candidate values of the minimum captions per n-gram.
-        dev_fraction: Share of the fitting captions held out to choose the two.
-    """
-
-    max_n: int = 3
-    thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.8, 0.9])
-    min_counts: list[int] = field(default_factory=lambda: [2, 3, 5])
-    dev_fraction: float = 0.2
 
 
 def ngrams(text: str, max_n: int) -> set[str]:

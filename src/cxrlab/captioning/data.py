@@ -18,12 +18,12 @@ text. Images are split by patient, as for segmentation.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cxrlab.captioning.config import CaptionDataConfig
 from cxrlab.core.errors import DataError
 from cxrlab.segmentation.data import normalize_xray, read_gray, read_index, resize, split_by_patient
 
@@ -55,28 +55,6 @@ IMAGING_TERMS = re.compile(
     re.IGNORECASE,
 )
 NOT_RADIOGRAPH = re.compile(r"\bCT\b|tomograph|\d\s*(mg|g/l|mmol|%)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class CaptionDataConfig:
-    """``captioning.prepare``: image size, note length and the patient split.
-
-    Attributes:
-        image_size: Side of the square images stored for training, pixels.
-        max_note_words: Longest clinical-note sentence kept, in words.
-        fractions: Share of images per split; patients never straddle splits.
-        seed: Seed of the patient shuffle (and of the ``max_per_split`` draw).
-        max_per_split: Keep at most this many images of each split, drawn at random: a
-            quick trial run (the gpu profile's smoke test); ``None`` keeps all.
-    """
-
-    image_size: int = 128
-    max_note_words: int = 30
-    fractions: dict[str, float] = field(
-        default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2}
-    )
-    seed: int = 0
-    max_per_split: int | None = None
 
 
 def note_sentence(notes: object, max_words: int) -> str:

@@ -31,19 +31,19 @@ import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cxrlab.captioning.config import CaptionerConfig, TextConfig
 from cxrlab.core.config import from_dict
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.core.utils import atomic_path
 
 CONFIG_FILE = "cxrlab_captioner.json"
 IMAGE_TOKEN = "<image>"
-FAMILIES = ("blip", "llava")
 # peft LoRA targets when captioning.train.lora_targets is not given: BLIP's text decoder
 # attention, or the LLaMA language model's attention and MLP projections (a regex, so
 # the CLIP vision tower's own q_proj/k_proj/v_proj stay frozen).
@@ -51,66 +51,6 @@ DEFAULT_LORA_TARGETS: dict[str, str | list[str]] = {
     "blip": ["query", "value"],
     "llava": r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
 }
-
-
-@dataclass(frozen=True)
-class VisionConfig:
-    """The image encoder built from config (a ViT)."""
-
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 1024
-    patch_size: int = 16
-
-
-@dataclass(frozen=True)
-class TextConfig:
-    """The text decoder built from config.
-
-    Attributes:
-        init: ``minilm`` (BLIP only: sizes and weights from MiniLM-L6) or ``random``.
-        hidden_size, num_layers, num_heads, intermediate_size: Sizes when random.
-    """
-
-    init: Literal["minilm", "random"] = "minilm"
-    hidden_size: int = 384
-    num_layers: int = 6
-    num_heads: int = 12
-    intermediate_size: int = 1536
-
-
-@dataclass(frozen=True)
-class CaptionerConfig:
-    """``captioning.model``: which captioner and how big.
-
-    Attributes:
-        family: ``blip`` or ``llava``.
-        pretrained: A hub id or local path; None builds the model from this config.
-        image_size: Input side in pixels (from the processor when pretrained).
-        max_length: Longest training caption in tokens.
-        prompt: The instruction the LLaVA family sees before the caption. Beam search's
-            ``no_repeat_ngram_size`` also counts the prompt's n-grams, so keep report
-            phrases (such as "chest radiograph") out of it.
-        load_in_4bit: Load a pretrained LLaVA quantised to 4 bits (nf4, double
-            quantisation, bf16 compute), on the CUDA GPU.
-    """
-
-    family: str = "blip"
-    pretrained: str | None = None
-    image_size: int = 128
-    max_length: int = 64
-    prompt: str = "describe the image:"
-    load_in_4bit: bool = False
-    vision: VisionConfig = field(default_factory=VisionConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-
-    def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ConfigError(
-                f"captioning.model.family is '{self.family}'; "
-                f"expected one of {', '.join(FAMILIES)}."
-            )
 
 
 @dataclass

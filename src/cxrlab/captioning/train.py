@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cxrlab.captioning.config import CaptionTrainConfig
 from cxrlab.captioning.evaluate import CaptionScorer
 from cxrlab.captioning.model import (
     Captioner,
@@ -27,9 +26,8 @@ from cxrlab.captioning.model import (
     pretrained_weights,
     sentence_embeddings,
 )
-from cxrlab.core.augment import AugmentConfig, augment_batch
+from cxrlab.core.augment import augment_batch
 from cxrlab.core.checkpoint import fingerprint
-from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import (
     Keep,
     TrainResult,
@@ -41,68 +39,6 @@ from cxrlab.core.loop import (
 from cxrlab.core.runtime import autocast, device, mean_over_processes, shard
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CaptionTrainConfig:
-    """``captioning.train``: the fine-tune.
-
-    Attributes:
-        finetune: ``full`` trains every weight; ``lora`` only a peft LoRA adapter.
-        lora_rank, lora_alpha, lora_targets: The adapter, when ``finetune`` is lora;
-            ``lora_targets`` null takes the family's modules (BLIP's query/value, LLaMA's
-            q/k/v/o and MLP projections: ``DEFAULT_LORA_TARGETS``).
-        gradient_checkpointing: Recompute activations in the backward pass instead of
-            keeping them (less memory, about a third more time); the gpu-llava profile's.
-        epochs, batch_size, lr, weight_decay, warmup_frac: AdamW with linear warmup
-            over ``warmup_frac`` of the steps, then linear decay to 0.
-        pretrained_lr_scale: The learning rate of weights that start pretrained (the
-            MiniLM decoder layers) is ``lr`` times this; new weights (the ViT, the
-            cross-attention, the LM head) get ``lr``. Ignored with a pretrained captioner.
-        augment: Random affine and intensity changes of the training images.
-        align_weight: Weight of an auxiliary image-text alignment loss (0 turns it off):
-            a linear head on the mean-pooled image features regresses the caption's
-            MiniLM sentence embedding (cosine), which gives the randomly initialised
-            vision encoder a direct signal, as BLIP's image-text contrastive loss does.
-            The head is used in training only and not saved.
-        select: The validation metric that picks the kept epoch: ``val_loss``
-            (lowest), or ``val_bleu_4`` / ``val_cider`` (highest) of greedy captions.
-        seed: Seeds the initialisation, the batch order and the augmentation.
-    """
-
-    finetune: Literal["full", "lora"] = "full"
-    lora_rank: int = 16
-    lora_alpha: float = 32.0
-    lora_targets: list[str] | None = None
-    gradient_checkpointing: bool = False
-    epochs: int = 16
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_frac: float = 0.1
-    pretrained_lr_scale: float = 0.1
-    augment: AugmentConfig = field(
-        default_factory=lambda: AugmentConfig(
-            rotate_deg=5, shift=0.04, zoom=0.05, brightness=0.1, contrast=0.1
-        )  # fmt: skip
-    )
-    align_weight: float = 0.0
-    select: str = "val_loss"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.finetune not in ("full", "lora"):
-            raise ConfigError(
-                f"captioning.train.finetune is '{self.finetune}'; expected full or lora."
-            )
-        if self.select not in ("val_loss", "val_bleu_4", "val_cider"):
-            raise ConfigError(
-                f"captioning.train.select is '{self.select}'; "
-                "expected val_loss, val_bleu_4 or val_cider."
-            )
-        for key in ("epochs", "batch_size", "lr"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"captioning.train.{key} must be positive.")
 
 
 def make_optimizer(

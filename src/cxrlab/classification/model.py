@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 
+from cxrlab.classification.config import ClassifierConfig
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.core.runtime import device_of, run_batched
 
@@ -17,30 +17,6 @@ ARCHS = {
     "resnet18": torchvision.models.resnet18,
     "resnet34": torchvision.models.resnet34,
 }
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """How to build the classifier.
-
-    Attributes:
-        arch: A torchvision ResNet name (``resnet18`` or ``resnet34``).
-        num_classes: Output logits.
-        in_channels: Input channels (1 for grayscale X-rays).
-        stem: ``small`` replaces the 7x7 stride-2 stem by a 3x3 stride-1 conv (keeping
-            the max-pool), for 28-64 px inputs; ``imagenet`` keeps torchvision's stem,
-            for 224 px.
-        width: Channels of the first stage (64 in the standard ResNet); the later
-            stages double it as usual. Smaller is faster on a CPU.
-        dropout: Dropout before the final linear layer.
-    """
-
-    arch: str = "resnet18"
-    num_classes: int = 2
-    in_channels: int = 1
-    stem: Literal["small", "imagenet"] = "small"
-    width: int = 64
-    dropout: float = 0.0
 
 
 class Classifier(nn.Module):

@@ -9,63 +9,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from cxrlab.classification.config import TrainConfig
 from cxrlab.classification.data import Split
 from cxrlab.classification.evaluate import binary_metrics
 from cxrlab.classification.model import Classifier, predict_proba
-from cxrlab.core.augment import AugmentConfig, augment_batch
+from cxrlab.core.augment import augment_batch
 from cxrlab.core.checkpoint import fingerprint
-from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import Keep, TrainResult, fit, make_optimizer, model_signature, optimizer_step
 from cxrlab.core.runtime import accelerator, autocast, device, mean_over_processes, shard
 from cxrlab.core.transforms import to_tensor
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings for the classifier.
-
-    Attributes:
-        seed: Seeds initialisation, shuffling, augmentation and dropout.
-        image_size: Side the 28 px images are resized to (28 keeps them as they are).
-        epochs: Passes over the training split.
-        batch_size: Images per step.
-        lr: Peak learning rate.
-        weight_decay: AdamW/SGD weight decay.
-        optimizer: ``adamw`` or ``sgd`` (Nesterov momentum 0.9).
-        schedule: ``onecycle`` (warm-up then cosine decay), ``cosine`` or ``constant``.
-        warmup_frac: Fraction of steps spent warming up (``onecycle`` only).
-        label_smoothing: Cross-entropy label smoothing.
-        class_weighting: ``balanced`` weights the loss by inverse class frequency.
-        select_metric: Validation metric that picks the best epoch.
-        channels_last: Use the channels-last memory format (faster on CPU).
-        augment: Random transforms applied to training batches.
-    """
-
-    seed: int = 0
-    image_size: int = 28
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    warmup_frac: float = 0.2
-    label_smoothing: float = 0.0
-    class_weighting: Literal["none", "balanced"] = "balanced"
-    select_metric: Literal["auc", "loss", "balanced_accuracy"] = "auc"
-    channels_last: bool = True
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 def train_classifier(
@@ -90,8 +52,6 @@ def train_classifier(
     Returns:
         The best epoch, its validation score, the per-epoch history and the time taken.
     """
-    if cfg.epochs <= 0 or cfg.batch_size <= 0:
-        raise ConfigError("classifier.train.epochs and batch_size must be positive.")
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device(), memory_format=memory_format)
     x_train = to_tensor(train.images, cfg.image_size).contiguous(memory_format=memory_format)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,16 +46,13 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     return params
 
 
-def section(
-    params: dict[str, Any], name: str, cls: type[T], names: Mapping[str, Any] | None = None
-) -> T:
+def section(params: dict[str, Any], name: str, cls: type[T]) -> T:
     """Build the dataclass ``cls`` from the section ``name`` of ``params``.
 
     Args:
         params: The whole params mapping.
         name: The section's key, e.g. ``"classifier"``.
         cls: The dataclass describing the section.
-        names: Extra names for its type hints (see :func:`from_dict`).
 
     Returns:
         An instance of ``cls``.
@@ -66,20 +62,16 @@ def section(
     """
     if name not in params:
         raise ConfigError(f"params.yaml has no '{name}' section.")
-    return from_dict(cls, params[name], where=name, names=names)
+    return from_dict(cls, params[name], where=name)
 
 
-def from_dict(
-    cls: type[T], data: Any, where: str = "", names: Mapping[str, Any] | None = None
-) -> T:
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     """Recursively build dataclass ``cls`` from a mapping, rejecting unknown keys.
 
     Args:
         cls: A dataclass type; nested dataclass fields are built recursively.
         data: The mapping to read.
         where: The dotted path of ``data`` in params, used in error messages.
-        names: Looked up before the module's globals when resolving type hints, so a
-            module can name a class it imports only when needed (``cxrlab.params``).
 
     Returns:
         An instance of ``cls``.
@@ -89,7 +81,7 @@ def from_dict(
     """
     if not isinstance(data, dict):
         raise ConfigError(f"param '{where}' must be a mapping, got {data!r}.")
-    hints = typing.get_type_hints(cls, localns=names)
+    hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -99,7 +91,7 @@ def from_dict(
         )
     kwargs = {}
     for key, value in data.items():
-        kwargs[key] = _coerce(hints[key], value, _join(where, key), names)
+        kwargs[key] = _coerce(hints[key], value, _join(where, key))
     try:
         return cls(**kwargs)
     except TypeError as exc:
@@ -117,11 +109,11 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _coerce(hint: Any, value: Any, where: str, names: Mapping[str, Any] | None = None) -> Any:
+def _coerce(hint: Any, value: Any, where: str) -> Any:
     """Check ``value`` against a type hint, building nested dataclasses."""
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where, names)
+        return from_dict(hint, value, where)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
@@ -130,7 +122,7 @@ def _coerce(hint: Any, value: Any, where: str, names: Mapping[str, Any] | None =
             if option is type(None):
                 continue
             try:
-                return _coerce(option, value, where, names)
+                return _coerce(option, value, where)
             except ConfigError:
                 continue
         raise ConfigError(f"param '{where}' = {value!r} is not of type {_name(hint)}.")
@@ -138,13 +130,13 @@ def _coerce(hint: Any, value: Any, where: str, names: Mapping[str, Any] | None =
         if not isinstance(value, list | tuple):
             raise ConfigError(f"param '{where}' must be a list, got {value!r}.")
         (item,) = typing.get_args(hint)[:1] or (Any,)
-        items = [_coerce(item, v, f"{where}[{i}]", names) for i, v in enumerate(value)]
+        items = [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"param '{where}' must be a mapping, got {value!r}.")
         value_hint = (typing.get_args(hint) or (Any, Any))[1]
-        return {k: _coerce(value_hint, v, _join(where, str(k)), names) for k, v in value.items()}
+        return {k: _coerce(value_hint, v, _join(where, str(k))) for k, v in value.items()}
     if origin is typing.Literal:
         if value not in typing.get_args(hint):
             choices = ", ".join(repr(a) for a in typing.get_args(hint))
@@ -163,3 +155,11 @@ def _coerce(hint: Any, value: Any, where: str, names: Mapping[str, Any] | None =
 
 def _name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
+
+
+def check_positive(cfg, where: str, *names: str) -> None:
+    """Raise a ConfigError naming the first of ``names`` that is not positive."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value <= 0:
+            raise ConfigError(f"param '{where}.{name}' must be positive, got {value}.")

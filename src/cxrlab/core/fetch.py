@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxrlab.core.errors import DataError
@@ -243,3 +244,13 @@ def _verify(path: Path, digests: set[str], rel: str) -> None:
             f"{' or '.join(sorted(digests))} for {rel}; "
             "the file is corrupt or not the right version."
         )
+
+
+@dataclass(frozen=True)
+class FetchParams:
+    """``fetch``: where raw data comes from and goes to."""
+
+    mirrors: list[str] = field(default_factory=list)
+    allow_upstream: bool = True
+    raw_dir: str = "data/raw"
+    datasets: list[str] = field(default_factory=list)

@@ -15,71 +15,26 @@ import json
 import logging
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from cxrlab.core.errors import DataError
 from cxrlab.core.runtime import device, inference_dtype, run_batched
+from cxrlab.generation.config import (
+    LORA_TARGETS,
+    DiffusionConfig,
+    NoiseConfig,
+    TextConfig,
+    UnetConfig,
+    VaeConfig,
+)
 
 log = logging.getLogger(__name__)
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 LORA_RECORD = "cxrlab_lora.json"
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 PIN = "pretrained.json"
-
-
-@dataclass(frozen=True)
-class VaeConfig:
-    """``AutoencoderKL`` sizes; it downsamples by 2 per block after the first."""
-
-    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
-    layers_per_block: int = 1
-    latent_channels: int = 4
-    norm_num_groups: int = 16
-
-
-@dataclass(frozen=True)
-class UnetConfig:
-    """``UNet2DConditionModel`` sizes; cross-attention in every block but the last."""
-
-    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
-    layers_per_block: int = 1
-    attention_head_dim: int = 8
-    norm_num_groups: int = 32
-
-
-@dataclass(frozen=True)
-class TextConfig:
-    """CLIP text encoder sizes (vocabulary: the 49,408 tokens of CLIP's BPE)."""
-
-    hidden_size: int = 64
-    layers: int = 2
-    heads: int = 2
-    max_length: int = 32
-
-
-@dataclass(frozen=True)
-class NoiseConfig:
-    """The DDPM training schedule (Stable Diffusion's by default)."""
-
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "scaled_linear"
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-
-
-@dataclass(frozen=True)
-class DiffusionConfig:
-    """A Stable Diffusion built from scratch: image side and the parts' sizes."""
-
-    resolution: int = 32
-    vae: VaeConfig = field(default_factory=VaeConfig)
-    unet: UnetConfig = field(default_factory=UnetConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-    noise: NoiseConfig = field(default_factory=NoiseConfig)
 
 
 def build_tokenizer(max_length: int):

@@ -12,9 +12,8 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from types import SimpleNamespace
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +21,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cxrlab.core.checkpoint import fingerprint
-from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import (
     KEEP_LAST,
     DivergenceGuard,
@@ -35,133 +33,15 @@ from cxrlab.core.loop import (
     trainable_weights,
 )
 from cxrlab.core.runtime import autocast, device, mean_over_processes, shard
-from cxrlab.generation.model import LORA_TARGETS, add_lora, pixel_batch
+from cxrlab.generation.config import (
+    BaseTrainConfig,
+    LcmTrainConfig,
+    LoraTrainConfig,
+    VaeTrainConfig,
+)
+from cxrlab.generation.model import add_lora, pixel_batch
 
 OnEpoch = Callable[[dict[str, float]], None] | None
-
-
-@dataclass(frozen=True)
-class VaeTrainConfig:
-    """``diffusion.vae_train``: reconstruction (MSE) plus a small KL term, as in SD."""
-
-    seed: int = 0
-    epochs: int = 8
-    batch_size: int = 64
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    warmup_frac: float = 0.1
-    kl_weight: float = 1e-6
-
-    def __post_init__(self):
-        _check_positive(self, "diffusion.vae_train", "epochs", "batch_size")
-
-
-@dataclass(frozen=True)
-class BaseTrainConfig:
-    """``diffusion.base_train``: the base UNet, on every training image, one prompt.
-
-    ``uncond_prob`` of the captions are replaced by the empty prompt, so that the
-    model also learns the unconditional prediction classifier-free guidance needs.
-    The saved UNet is the exponential moving average of the weights (``ema_decay``).
-    """
-
-    seed: int = 0
-    epochs: int = 20
-    batch_size: int = 64
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    warmup_frac: float = 0.05
-    ema_decay: float = 0.999
-    prompt: str = "a chest x-ray"
-    uncond_prob: float = 0.1
-
-    def __post_init__(self):
-        _check_positive(self, "diffusion.base_train", "epochs", "batch_size")
-
-
-@dataclass(frozen=True)
-class LoraTrainConfig:
-    """``lora``: the LoRA fine-tune of the base UNet on the balanced, captioned subset.
-
-    Attributes:
-        lr, schedule, warmup_frac: AdamW's peak LR, reached after a linear warm-up over
-            ``warmup_frac`` of the steps, then held (``constant``) or decayed to 0
-            (``cosine``). The schedule stretches with ``steps``.
-        max_grad_norm: Gradients are clipped to this global norm (0: no clipping).
-        snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is usual); None
-            weights every timestep equally.
-        val_per_class: Real val images per class whose denoising loss (fixed noise) is
-            measured every ``eval_every`` steps; the best block by it is kept.
-        diverge_factor, diverge_patience: Training stops with an error when the val loss
-            turns non-finite or stays above ``diverge_factor`` x its best for
-            ``diverge_patience`` evaluations in a row.
-        gradient_checkpointing: Recompute the UNet's activations in the backward pass:
-            less memory (SD-1.5 at 512 px on a 24 GB card), about a third slower.
-    """
-
-    seed: int = 0
-    steps: int = 500
-    rank: int = 8
-    alpha: float | None = None
-    batch_size: int = 16
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
-    warmup_frac: float = 0.05
-    max_grad_norm: float = 1.0
-    snr_gamma: float | None = None
-    uncond_prob: float = 0.1
-    eval_every: int = 50
-    val_per_class: int = 100
-    diverge_factor: float = 2.0
-    diverge_patience: int = 2
-    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
-    gradient_checkpointing: bool = False
-
-    def __post_init__(self):
-        _check_positive(
-            self, "lora", "steps", "rank", "batch_size", "eval_every", "val_per_class",
-            "diverge_factor", "diverge_patience",
-        )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class LcmTrainConfig:
-    """``diffusion.lcm``: latent consistency distillation of the base into an LCM-LoRA.
-
-    ``pretrained`` (a hub id or folder holding ``pytorch_lora_weights.safetensors``)
-    skips distillation and uses that LoRA instead, e.g.
-    ``latent-consistency/lcm-lora-sdv1-5`` on the gpu profile.
-    """
-
-    pretrained: str | None = None
-    seed: int = 0
-    steps: int = 1000
-    rank: int = 16
-    batch_size: int = 64
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: Literal["onecycle", "cosine", "constant"] = "constant"
-    warmup_frac: float = 0.0
-    max_grad_norm: float = 0.0
-    ddim_timesteps: int = 50
-    teacher_guidance: float = 1.0
-    huber_c: float = 0.001
-    eval_every: int = 200
-    target_modules: list[str] = field(
-        default_factory=lambda: [*LORA_TARGETS, "proj_in", "proj_out", "conv1", "conv2"]
-    )
-
-    def __post_init__(self):
-        _check_positive(
-            self, "diffusion.lcm", "steps", "rank", "batch_size", "eval_every", "ddim_timesteps"
-        )
 
 
 @dataclass
@@ -528,14 +408,6 @@ def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Itera
             order, pos = torch.randperm(n, generator=gen), 0
         yield order[pos : pos + batch_size]
         pos += batch_size
-
-
-def _check_positive(cfg, where: str, *names: str) -> None:
-    """Raise a ConfigError naming the first of ``names`` that is not positive."""
-    for name in names:
-        value = getattr(cfg, name)
-        if value <= 0:
-            raise ConfigError(f"param '{where}.{name}' must be positive, got {value}.")
 
 
 def make_conditioning(pipe, texts: list[str]) -> Conditioning:

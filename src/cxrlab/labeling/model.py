@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,54 +22,10 @@ from safetensors.torch import save_file
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.core.runtime import device_of, run_batched
 from cxrlab.core.utils import atomic_path
+from cxrlab.labeling.config import ClipArchConfig
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
-
-
-@dataclass(frozen=True)
-class ClipArchConfig:
-    """A CLIP to build from scratch, in open_clip's own config terms.
-
-    Attributes:
-        embed_dim: Width of the shared image-text embedding.
-        vision: open_clip ``vision_cfg``: an int ``layers`` gives a ViT, a list of four a
-            ModifiedResNet (whose ``image_size`` must be a multiple of 32).
-        text: open_clip ``text_cfg`` (its default tokenizer is open_clip's BPE).
-        mean: Per-channel normalisation mean (3 channels; grayscale is repeated).
-        std: Per-channel normalisation std.
-    """
-
-    embed_dim: int = 128
-    vision: dict[str, Any] = field(
-        default_factory=lambda: {
-            "image_size": 64,
-            "layers": [1, 1, 1, 1],
-            "width": 32,
-            "head_width": 32,
-        }
-    )
-    text: dict[str, Any] = field(
-        default_factory=lambda: {"context_length": 32, "width": 128, "heads": 4, "layers": 2}
-    )
-    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-
-    def open_clip_config(self) -> dict[str, Any]:
-        """The ``open_clip_config.json`` content for this architecture."""
-        return {
-            "model_cfg": {
-                "embed_dim": self.embed_dim,
-                "vision_cfg": self.vision,
-                "text_cfg": self.text,
-            },
-            "preprocess_cfg": {
-                "mean": list(self.mean),
-                "std": list(self.std),
-                "interpolation": "bilinear",
-                "resize_mode": "squash",
-            },
-        }
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cxrlab.core.augment import AugmentConfig, augment_batch
+from cxrlab.core.augment import augment_batch
 from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import (
@@ -31,34 +31,10 @@ from cxrlab.core.loop import (
     optimizer_step,
 )
 from cxrlab.core.runtime import autocast, device, mean_over_processes, shard
+from cxrlab.labeling.config import ClipTrainConfig
 from cxrlab.labeling.model import ClipBundle
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ClipTrainConfig:
-    """Optimisation settings for the contrastive CLIP training.
-
-    Attributes:
-        seed: Seeds shuffling, caption sampling and augmentation.
-        epochs: Passes over the training images.
-        batch_size: Image-caption pairs per step.
-        lr: Peak AdamW learning rate (one-cycle schedule).
-        weight_decay: AdamW weight decay on matrices.
-        warmup_frac: Fraction of steps warming up.
-        captions: Caption templates per class name, used for training only.
-        augment: Random transforms of training images.
-    """
-
-    seed: int = 0
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_frac: float = 0.1
-    captions: dict[str, list[str]] = field(default_factory=dict)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 def label_aware_clip_loss(

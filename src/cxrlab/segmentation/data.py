@@ -8,7 +8,6 @@ left out of the loss and of every metric.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +21,6 @@ log = logging.getLogger(__name__)
 INDEX_COLUMNS = ("image", "mask", "patientid", "sex", "age", "finding", "view", "license")
 IGNORE = 2
 """Value of the ignore region in prepared masks (the raw masks use 127)."""
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    """How images are screened, split and resized.
-
-    Attributes:
-        image_size: Side of the square network input (images are resized, not cropped).
-        min_lung_frac: Masks with a smaller lung fraction are dropped as near-empty.
-        fractions: Share of images per split; patients are assigned whole.
-        seed: Seeds the patient shuffle.
-    """
-
-    image_size: int = 256
-    min_lung_frac: float = 0.05
-    fractions: dict[str, float] = field(
-        default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2}
-    )
-    seed: int = 0
 
 
 def read_index(root: str | Path) -> pd.DataFrame:

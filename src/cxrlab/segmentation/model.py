@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +13,7 @@ from torch import nn
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.core.runtime import device_of, run_batched
 from cxrlab.core.transforms import to_tensor
-
-
-@dataclass(frozen=True)
-class SegmenterConfig:
-    """How to build the segmenter.
-
-    Attributes:
-        arch: An smp architecture name (``Unet``, ``UnetPlusPlus``, ``FPN``, ...).
-        encoder: An smp encoder name (``resnet18``, ``resnet34``, ``tu-<timm name>`` ...).
-        encoder_weights: ``null`` for random init (cpu profile) or ``imagenet`` (gpu
-            profile; downloaded from the hub on first use).
-        encoder_depth: Encoder stages (3-5); fewer is faster and sees less context.
-        decoder_channels: Decoder widths, one per encoder stage.
-        in_channels: Input channels (1 for X-rays).
-    """
-
-    arch: str = "Unet"
-    encoder: str = "resnet18"
-    encoder_weights: str | None = None
-    encoder_depth: int = 5
-    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
-    in_channels: int = 1
+from cxrlab.segmentation.config import SegmenterConfig
 
 
 def build_segmenter(cfg: SegmenterConfig) -> nn.Module:

@@ -4,59 +4,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cxrlab.core.augment import AugmentConfig, augment_pair
+from cxrlab.core.augment import augment_pair
 from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import Keep, TrainResult, fit, make_optimizer, model_signature, optimizer_step
 from cxrlab.core.runtime import autocast, device, mean_over_processes, shard
 from cxrlab.core.transforms import to_tensor
+from cxrlab.segmentation.config import SegTrainConfig
 from cxrlab.segmentation.data import IGNORE
 from cxrlab.segmentation.evaluate import dice_score
 from cxrlab.segmentation.model import predict_logits
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SegTrainConfig:
-    """Optimisation settings for the segmenter.
-
-    Attributes:
-        seed: Seeds initialisation, shuffling and augmentation.
-        epochs: Passes over the training split.
-        batch_size: Images per step.
-        lr: Peak learning rate.
-        weight_decay: Weight decay (not on biases and norms).
-        optimizer: ``adamw`` or ``sgd``.
-        schedule: ``onecycle``, ``cosine`` or ``constant``.
-        warmup_frac: Fraction of steps spent warming up (``onecycle``).
-        dice_weight: Weight of the soft Dice loss.
-        bce_weight: Weight of the binary cross-entropy.
-        channels_last: Use the channels-last memory format (faster on CPU).
-        augment: Random geometric and intensity transforms.
-    """
-
-    seed: int = 0
-    epochs: int = 30
-    batch_size: int = 8
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    warmup_frac: float = 0.1
-    dice_weight: float = 1.0
-    bce_weight: float = 1.0
-    channels_last: bool = True
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 def segmentation_loss(
@@ -98,8 +65,6 @@ def train_segmenter(
         checkpoint_path: Saved after every epoch and resumed from; None disables.
         on_epoch: Called with each epoch's metrics.
     """
-    if cfg.epochs <= 0 or cfg.batch_size <= 0:
-        raise ConfigError("segmentation.train.epochs and batch_size must be positive.")
     if len(train[0]) == 0 or len(val[0]) == 0:
         raise ConfigError("the segmentation train and val splits must not be empty.")
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format

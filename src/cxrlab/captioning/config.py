@@ -1,0 +1,226 @@
+"""``captioning`` in params.yaml: the captioning configs, checked on load.
+
+Plain dataclasses that import neither transformers nor diffusers; :mod:`cxrlab.params` reads
+the sections into them (unknown or mistyped keys fail with their dotted name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cxrlab.core.augment import AugmentConfig
+from cxrlab.core.config import check_positive
+from cxrlab.core.errors import ConfigError
+
+FAMILIES = ("blip", "llava")
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """The image encoder built from config (a ViT)."""
+
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    patch_size: int = 16
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """The text decoder built from config.
+
+    Attributes:
+        init: ``minilm`` (BLIP only: sizes and weights from MiniLM-L6) or ``random``.
+        hidden_size, num_layers, num_heads, intermediate_size: Sizes when random.
+    """
+
+    init: Literal["minilm", "random"] = "minilm"
+    hidden_size: int = 384
+    num_layers: int = 6
+    num_heads: int = 12
+    intermediate_size: int = 1536
+
+
+@dataclass(frozen=True)
+class CaptionerConfig:
+    """``captioning.model``: which captioner and how big.
+
+    Attributes:
+        family: ``blip`` or ``llava``.
+        pretrained: A hub id or local path; None builds the model from this config.
+        image_size: Input side in pixels (from the processor when pretrained).
+        max_length: Longest training caption in tokens.
+        prompt: The instruction the LLaVA family sees before the caption. Beam search's
+            ``no_repeat_ngram_size`` also counts the prompt's n-grams, so keep report
+            phrases (such as "chest radiograph") out of it.
+        load_in_4bit: Load a pretrained LLaVA quantised to 4 bits (nf4, double
+            quantisation, bf16 compute), on the CUDA GPU.
+    """
+
+    family: str = "blip"
+    pretrained: str | None = None
+    image_size: int = 128
+    max_length: int = 64
+    prompt: str = "describe the image:"
+    load_in_4bit: bool = False
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ConfigError(
+                f"captioning.model.family is '{self.family}'; "
+                f"expected one of {', '.join(FAMILIES)}."
+            )
+
+
+@dataclass(frozen=True)
+class CaptionDataConfig:
+    """``captioning.prepare``: image size, note length and the patient split.
+
+    Attributes:
+        image_size: Side of the square images stored for training, pixels.
+        max_note_words: Longest clinical-note sentence kept, in words.
+        fractions: Share of images per split; patients never straddle splits.
+        seed: Seed of the patient shuffle (and of the ``max_per_split`` draw).
+        max_per_split: Keep at most this many images of each split, drawn at random: a
+            quick trial run (the gpu profile's smoke test); ``None`` keeps all.
+    """
+
+    image_size: int = 128
+    max_note_words: int = 30
+    fractions: dict[str, float] = field(
+        default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2}
+    )
+    seed: int = 0
+    max_per_split: int | None = None
+
+
+@dataclass(frozen=True)
+class MapperConfig:
+    """``captioning.concepts``: the n-gram mapper and how its thresholds are chosen.
+
+    Attributes:
+        max_n: Longest n-gram, in words.
+        thresholds: Candidate values of the minimum ``P(cui | n-gram)``.
+        min_counts: Candidate values of the minimum captions per n-gram.
+        dev_fraction: Share of the fitting captions held out to choose the two.
+    """
+
+    max_n: int = 3
+    thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.8, 0.9])
+    min_counts: list[int] = field(default_factory=lambda: [2, 3, 5])
+    dev_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class CaptionTrainConfig:
+    """``captioning.train``: the fine-tune.
+
+    Attributes:
+        finetune: ``full`` trains every weight; ``lora`` only a peft LoRA adapter.
+        lora_rank, lora_alpha, lora_targets: The adapter, when ``finetune`` is lora;
+            ``lora_targets`` null takes the family's modules (BLIP's query/value, LLaMA's
+            q/k/v/o and MLP projections: ``DEFAULT_LORA_TARGETS``).
+        gradient_checkpointing: Recompute activations in the backward pass instead of
+            keeping them (less memory, about a third more time); the gpu-llava profile's.
+        epochs, batch_size, lr, weight_decay, warmup_frac: AdamW with linear warmup
+            over ``warmup_frac`` of the steps, then linear decay to 0.
+        pretrained_lr_scale: The learning rate of weights that start pretrained (the
+            MiniLM decoder layers) is ``lr`` times this; new weights (the ViT, the
+            cross-attention, the LM head) get ``lr``. Ignored with a pretrained captioner.
+        augment: Random affine and intensity changes of the training images.
+        align_weight: Weight of an auxiliary image-text alignment loss (0 turns it off):
+            a linear head on the mean-pooled image features regresses the caption's
+            MiniLM sentence embedding (cosine), which gives the randomly initialised
+            vision encoder a direct signal, as BLIP's image-text contrastive loss does.
+            The head is used in training only and not saved.
+        select: The validation metric that picks the kept epoch: ``val_loss``
+            (lowest), or ``val_bleu_4`` / ``val_cider`` (highest) of greedy captions.
+        seed: Seeds the initialisation, the batch order and the augmentation.
+    """
+
+    finetune: Literal["full", "lora"] = "full"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_targets: list[str] | None = None
+    gradient_checkpointing: bool = False
+    epochs: int = 16
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.1
+    pretrained_lr_scale: float = 0.1
+    augment: AugmentConfig = field(
+        default_factory=lambda: AugmentConfig(
+            rotate_deg=5, shift=0.04, zoom=0.05, brightness=0.1, contrast=0.1
+        )  # fmt: skip
+    )
+    align_weight: float = 0.0
+    select: str = "val_loss"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.finetune not in ("full", "lora"):
+            raise ConfigError(
+                f"captioning.train.finetune is '{self.finetune}'; expected full or lora."
+            )
+        if self.select not in ("val_loss", "val_bleu_4", "val_cider"):
+            raise ConfigError(
+                f"captioning.train.select is '{self.select}'; "
+                "expected val_loss, val_bleu_4 or val_cider."
+            )
+        check_positive(self, "captioning.train", "epochs", "batch_size", "lr")
+
+
+@dataclass(frozen=True)
+class CaptioningPaths:
+    """``captioning.paths``: inputs, models and outputs of the captioning stages."""
+
+    roco: str
+    covid: str
+    nih: str
+    data: str
+    mapper: str
+    model: str
+    checkpoints: str
+    predictions: str
+    concepts: str
+    live: str
+    metrics: str
+    mapper_metrics: str
+    inference_metrics: str
+    figures: str
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    """``captioning.decode``: beam search for test inference."""
+
+    num_beams: int = 3
+    max_new_tokens: int = 64
+    no_repeat_ngram_size: int = 3
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class CaptionEvalParams:
+    """``captioning.evaluate``: what the evaluation computes and shows."""
+
+    meteor: bool = True
+    examples: int = 8
+
+
+@dataclass(frozen=True)
+class CaptioningParams:
+    """``captioning``: caption data, the captioner, decoding, concepts and scoring."""
+
+    paths: CaptioningPaths
+    prepare: CaptionDataConfig = field(default_factory=CaptionDataConfig)
+    model: CaptionerConfig = field(default_factory=CaptionerConfig)
+    train: CaptionTrainConfig = field(default_factory=CaptionTrainConfig)
+    decode: DecodeParams = field(default_factory=DecodeParams)
+    concepts: MapperConfig = field(default_factory=MapperConfig)
+    evaluate: CaptionEvalParams = field(default_factory=CaptionEvalParams)

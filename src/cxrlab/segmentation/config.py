@@ -1,0 +1,136 @@
+"""``segmentation`` in params.yaml: the segmentation configs, checked on load.
+
+Plain dataclasses that import neither transformers nor diffusers; :mod:`cxrlab.params` reads
+the sections into them (unknown or mistyped keys fail with their dotted name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cxrlab.core.augment import AugmentConfig
+from cxrlab.core.config import check_positive
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """How images are screened, split and resized.
+
+    Attributes:
+        image_size: Side of the square network input (images are resized, not cropped).
+        min_lung_frac: Masks with a smaller lung fraction are dropped as near-empty.
+        fractions: Share of images per split; patients are assigned whole.
+        seed: Seeds the patient shuffle.
+    """
+
+    image_size: int = 256
+    min_lung_frac: float = 0.05
+    fractions: dict[str, float] = field(
+        default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2}
+    )
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """How to build the segmenter.
+
+    Attributes:
+        arch: An smp architecture name (``Unet``, ``UnetPlusPlus``, ``FPN``, ...).
+        encoder: An smp encoder name (``resnet18``, ``resnet34``, ``tu-<timm name>`` ...).
+        encoder_weights: ``null`` for random init (cpu profile) or ``imagenet`` (gpu
+            profile; downloaded from the hub on first use).
+        encoder_depth: Encoder stages (3-5); fewer is faster and sees less context.
+        decoder_channels: Decoder widths, one per encoder stage.
+        in_channels: Input channels (1 for X-rays).
+    """
+
+    arch: str = "Unet"
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None
+    encoder_depth: int = 5
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
+    in_channels: int = 1
+
+
+@dataclass(frozen=True)
+class SegTrainConfig:
+    """Optimisation settings for the segmenter.
+
+    Attributes:
+        seed: Seeds initialisation, shuffling and augmentation.
+        epochs: Passes over the training split.
+        batch_size: Images per step.
+        lr: Peak learning rate.
+        weight_decay: Weight decay (not on biases and norms).
+        optimizer: ``adamw`` or ``sgd``.
+        schedule: ``onecycle``, ``cosine`` or ``constant``.
+        warmup_frac: Fraction of steps spent warming up (``onecycle``).
+        dice_weight: Weight of the soft Dice loss.
+        bce_weight: Weight of the binary cross-entropy.
+        channels_last: Use the channels-last memory format (faster on CPU).
+        augment: Random geometric and intensity transforms.
+    """
+
+    seed: int = 0
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup_frac: float = 0.1
+    dice_weight: float = 1.0
+    bce_weight: float = 1.0
+    channels_last: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        check_positive(self, "segmentation.train", "epochs", "batch_size")
+
+
+@dataclass(frozen=True)
+class SegmentationPaths:
+    """``segmentation.paths``: files shared by the segmentation stages and dvc.yaml."""
+
+    raw: str
+    nih: str
+    prepared: str
+    model: str
+    checkpoint: str
+    prepare_metrics: str
+    train_live: str
+    eval_live: str
+    per_image: str
+    nih_measurements: str
+    figures: str
+
+
+@dataclass(frozen=True)
+class Postprocess:
+    """``segmentation.eval.postprocess``: clean-up of predicted masks."""
+
+    keep: int = 2
+    fill_holes: bool = True
+
+
+@dataclass(frozen=True)
+class SegmentationEval:
+    """``segmentation.eval``: thresholding, post-processing, subgroups and figures."""
+
+    threshold: float = 0.5
+    postprocess: Postprocess = field(default_factory=Postprocess)
+    age_bands: list[int] = field(default_factory=lambda: [40, 60])
+    overlay_cases: int = 3
+
+
+@dataclass(frozen=True)
+class SegmentationParams:
+    """``segmentation``: lung segmentation on covid_lungseg."""
+
+    paths: SegmentationPaths
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    model: SegmenterConfig = field(default_factory=SegmenterConfig)
+    train: SegTrainConfig = field(default_factory=SegTrainConfig)
+    eval: SegmentationEval = field(default_factory=SegmentationEval)
