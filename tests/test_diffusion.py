@@ -315,11 +315,14 @@ def test_imagefolder_round_trip_and_bad_input(tmp_path, images):
 def test_lr_schedule_warms_up_then_decays():
     from cxrlab.core.loop import lr_factor
 
-    cosine = [lr_factor(s, warmup=4, total=20, cosine=True) for s in range(20)]
+    cosine = [lr_factor(s, warmup=4, total=20, shape="cosine") for s in range(20)]
     assert cosine[:4] == [0.25, 0.5, 0.75, 1.0] and cosine[4] == 1.0
     assert all(a >= b for a, b in zip(cosine[4:], cosine[5:], strict=False))
     assert cosine[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * 15 / 16)))
-    assert [lr_factor(s, 0, 20, cosine=False) for s in (0, 19)] == [1.0, 1.0]
+    assert [lr_factor(s, 0, 20, shape="constant") for s in (0, 19)] == [1.0, 1.0]
+    linear = [lr_factor(s, warmup=4, total=20, shape="linear") for s in range(20)]
+    assert linear[:5] == [0.25, 0.5, 0.75, 1.0, 1.0] and linear[-1] == 1 / 16
+    assert all(a - b == pytest.approx(1 / 16) for a, b in zip(linear[4:], linear[5:], strict=False))
 
 
 def test_divergence_guard_stops_on_nan_and_on_a_sustained_rise_only():

@@ -125,3 +125,31 @@ def test_hflip_only_mirrors_the_image():
     x = torch.arange(16.0).view(1, 1, 4, 4) / 16
     flipped = augment_batch(x, AugmentConfig(hflip=1.0), torch.Generator().manual_seed(0))
     np.testing.assert_allclose(flipped.numpy(), x.flip(-1).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "linear"])
+def test_one_optimizer_builder_groups_decay_scale_and_frozen_weights(schedule):
+    from types import SimpleNamespace
+
+    from cxrlab.core.loop import make_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    model[2].bias.requires_grad_(False)  # frozen: not optimised at all
+    cfg = SimpleNamespace(optimizer="adamw", lr=1e-2, weight_decay=0.1, schedule=schedule,
+                          warmup_frac=0.25, epochs=2)  # fmt: skip
+    optimizer, scheduler = make_optimizer(model, cfg, 4, scaled={"0.weight", "0.bias"}, scale=0.1)
+    groups = {
+        tuple(sorted(n for n, p in model.named_parameters() if any(p is q for q in g["params"]))): g
+        for g in optimizer.param_groups
+    }
+    assert set(groups) == {("2.weight",), ("0.weight",), ("1.bias", "1.weight"), ("0.bias",)}
+    assert [groups[k]["weight_decay"] for k in sorted(groups)] == [0.0, 0.1, 0.0, 0.1]
+    peaks = {k: 0.0 for k in groups}
+    for _ in range(8):
+        for k, g in groups.items():
+            peaks[k] = max(peaks[k], g["lr"])
+        optimizer.step()
+        scheduler.step()
+    # every group peaks at its own LR: the base LR, or scale times it for scaled weights
+    assert peaks[("0.weight",)] == pytest.approx(1e-3) and peaks[("0.bias",)] == pytest.approx(1e-3)
+    assert peaks[("2.weight",)] == pytest.approx(1e-2)

@@ -126,8 +126,9 @@ class CaptionTrainConfig:
             q/k/v/o and MLP projections: ``DEFAULT_LORA_TARGETS``).
         gradient_checkpointing: Recompute activations in the backward pass instead of
             keeping them (less memory, about a third more time); the gpu-llava profile's.
-        epochs, batch_size, lr, weight_decay, warmup_frac: AdamW with linear warmup
-            over ``warmup_frac`` of the steps, then linear decay to 0.
+        epochs, batch_size, optimizer, lr, weight_decay, schedule, warmup_frac: As every
+            trainer's (``core.loop.make_optimizer``); by default AdamW with a linear
+            warm-up over ``warmup_frac`` of the steps, then linear decay to 0.
         pretrained_lr_scale: The learning rate of weights that start pretrained (the
             MiniLM decoder layers) is ``lr`` times this; new weights (the ViT, the
             cross-attention, the LM head) get ``lr``. Ignored with a pretrained captioner.
@@ -151,6 +152,8 @@ class CaptionTrainConfig:
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 0.05
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "linear"
     warmup_frac: float = 0.1
     pretrained_lr_scale: float = 0.1
     augment: AugmentConfig = field(

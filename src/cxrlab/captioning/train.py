@@ -32,6 +32,7 @@ from cxrlab.core.loop import (
     Keep,
     TrainResult,
     fit,
+    make_optimizer,
     model_signature,
     optimizer_step,
     trainable_weights,
@@ -39,32 +40,6 @@ from cxrlab.core.loop import (
 from cxrlab.core.runtime import autocast, device, mean_over_processes, shard
 
 log = logging.getLogger(__name__)
-
-
-def make_optimizer(
-    model: torch.nn.Module, cfg: CaptionTrainConfig, total_steps: int, pretrained: set[str]
-):
-    """AdamW (no decay on biases and norms) with linear warmup and linear decay to 0."""
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            groups.setdefault((p.ndim > 1, name in pretrained), []).append(p)
-    optimizer = torch.optim.AdamW(
-        [
-            {
-                "params": params,
-                "weight_decay": cfg.weight_decay if decay else 0.0,
-                "lr": cfg.lr * (cfg.pretrained_lr_scale if old else 1.0),
-            }
-            for (decay, old), params in sorted(groups.items())
-        ]
-    )
-    warm = max(1, round(cfg.warmup_frac * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min((s + 1) / warm, max(0.0, (total_steps - s) / max(1, total_steps - warm))),
-    )
-    return optimizer, scheduler
 
 
 def train_captioner(
@@ -101,8 +76,9 @@ def train_captioner(
     millions = [sum(p.numel() for p in ps) / 1e6 for ps in (trainable, model.parameters())]
     log.info("captioner: %s fine-tune, %.2fM of %.2fM weights trainable, %d images, %d epochs",
              cfg.finetune, *millions, len(texts), cfg.epochs)  # fmt: skip
-    steps = -(-len(texts) // cfg.batch_size) * cfg.epochs
-    optimizer, scheduler = make_optimizer(model, cfg, steps, pretrained)
+    optimizer, scheduler = make_optimizer(
+        model, cfg, -(-len(texts) // cfg.batch_size), pretrained, cfg.pretrained_lr_scale
+    )
     # fit keeps and checkpoints of a LoRA fine-tune only the adapter, not the frozen base
     weights = model if cfg.finetune == "full" else trainable_weights(model)
     run_id = fingerprint(cfg, captioner.cfg, texts, model_signature(weights))

@@ -49,7 +49,8 @@ class TrainConfig:
         lr: Peak learning rate.
         weight_decay: AdamW/SGD weight decay.
         optimizer: ``adamw`` or ``sgd`` (Nesterov momentum 0.9).
-        schedule: ``onecycle`` (warm-up then cosine decay), ``cosine`` or ``constant``.
+        schedule: ``onecycle`` (warm-up then cosine decay), ``cosine``, ``linear`` or
+            ``constant`` (see ``core.loop.make_optimizer``).
         warmup_frac: Fraction of steps spent warming up (``onecycle`` only).
         label_smoothing: Cross-entropy label smoothing.
         class_weighting: ``balanced`` weights the loss by inverse class frequency.
@@ -65,7 +66,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "onecycle"
     warmup_frac: float = 0.2
     label_smoothing: float = 0.0
     class_weighting: Literal["none", "balanced"] = "balanced"

@@ -13,7 +13,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -40,32 +40,47 @@ class TrainResult:
     record: dict[str, Any] = field(default_factory=dict)  # trainer facts saved with the model
 
 
-def make_optimizer(model: torch.nn.Module, cfg: Any, steps_per_epoch: int):
+def make_optimizer(
+    model: torch.nn.Module,
+    cfg: Any,
+    steps_per_epoch: int,
+    scaled: Collection[str] = (),
+    scale: float = 1.0,
+):
     """AdamW or Nesterov SGD without decay on biases and norms, plus the LR schedule.
 
     ``cfg`` has ``optimizer``, ``lr``, ``weight_decay``, ``schedule`` (``onecycle``,
-    ``cosine`` or ``constant``), ``warmup_frac`` and ``epochs``. ``cosine`` and
-    ``constant`` warm up linearly over ``warmup_frac`` of the steps (see :func:`lr_factor`).
+    ``cosine``, ``linear`` or ``constant``), ``warmup_frac`` and ``epochs``. ``cosine``,
+    ``linear`` and ``constant`` warm up linearly over ``warmup_frac`` of the steps, then
+    decay to 0 or stay (see :func:`lr_factor`). Only weights that require a gradient are
+    optimised; those named in ``scaled`` (pretrained ones, say) at ``scale`` times the LR.
     """
-    params = list(model.named_parameters())
-    groups = [
-        {"params": [p for _, p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
-        {"params": [p for _, p in params if p.ndim <= 1], "weight_decay": 0.0},
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((p.ndim > 1, name in scaled), []).append(p)
+    param_groups = [
+        {
+            "params": params,
+            "weight_decay": cfg.weight_decay if decay else 0.0,
+            "lr": cfg.lr * (scale if old else 1.0),
+        }
+        for (decay, old), params in sorted(groups.items(), reverse=True)
     ]
     if cfg.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+        optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr)
     else:
-        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+        optimizer = torch.optim.SGD(param_groups, lr=cfg.lr, momentum=0.9, nesterov=True)
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup_frac
-        )
+            optimizer, max_lr=[g["lr"] for g in param_groups], total_steps=total,
+            pct_start=cfg.warmup_frac,
+        )  # fmt: skip
     else:
         factor = partial(
-            lr_factor, warmup=round(cfg.warmup_frac * total), total=total,
-            cosine=cfg.schedule == "cosine",
-        )  # fmt: skip
+            lr_factor, warmup=round(cfg.warmup_frac * total), total=total, shape=cfg.schedule
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return optimizer, scheduler
 
@@ -96,16 +111,19 @@ def optimizer_step(loss, optimizer, scheduler, params=None, max_grad_norm: float
     return loss.item()
 
 
-def lr_factor(step: int, warmup: int, total: int, cosine: bool) -> float:
-    """The LR multiplier at ``step``: linear warm-up over ``warmup`` steps, then 1 or cosine to 0.
+def lr_factor(step: int, warmup: int, total: int, shape: str) -> float:
+    """The LR multiplier at ``step``: linear warm-up over ``warmup`` steps, then ``shape``.
 
-    The first step already trains (at ``1 / warmup`` of the peak), unlike schedules that
-    spend it at zero.
+    ``constant`` stays at 1, ``cosine`` and ``linear`` decay to 0 at ``total``. The first
+    step already trains (at ``1 / warmup`` of the peak), unlike schedules that spend it at
+    zero.
     """
     if step < warmup:
         return (step + 1) / warmup
-    if not cosine:
+    if shape == "constant":
         return 1.0
+    if shape == "linear":
+        return max(0.0, (total - step) / max(1, total - warmup))
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 

@@ -75,7 +75,7 @@ class VaeTrainConfig:
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 2e-3
     weight_decay: float = 0.0
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "onecycle"
     warmup_frac: float = 0.1
     kl_weight: float = 1e-6
 
@@ -98,7 +98,7 @@ class BaseTrainConfig:
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "onecycle"
     warmup_frac: float = 0.05
     ema_decay: float = 0.999
     prompt: str = "a chest x-ray"
@@ -115,7 +115,7 @@ class LoraTrainConfig:
     Attributes:
         lr, schedule, warmup_frac: AdamW's peak LR, reached after a linear warm-up over
             ``warmup_frac`` of the steps, then held (``constant``) or decayed to 0
-            (``cosine``). The schedule stretches with ``steps``.
+            (``cosine``, ``linear``). The schedule stretches with ``steps``.
         max_grad_norm: Gradients are clipped to this global norm (0: no clipping).
         snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is usual); None
             weights every timestep equally.
@@ -136,7 +136,7 @@ class LoraTrainConfig:
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-4
     weight_decay: float = 0.0
-    schedule: Literal["onecycle", "cosine", "constant"] = "cosine"
+    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "cosine"
     warmup_frac: float = 0.05
     max_grad_norm: float = 1.0
     snr_gamma: float | None = None
@@ -172,7 +172,7 @@ class LcmTrainConfig:
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    schedule: Literal["onecycle", "cosine", "constant"] = "constant"
+    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "constant"
     warmup_frac: float = 0.0
     max_grad_norm: float = 0.0
     ddim_timesteps: int = 50

@@ -65,7 +65,7 @@ class SegTrainConfig:
         lr: Peak learning rate.
         weight_decay: Weight decay (not on biases and norms).
         optimizer: ``adamw`` or ``sgd``.
-        schedule: ``onecycle``, ``cosine`` or ``constant``.
+        schedule: ``onecycle``, ``cosine``, ``linear`` or ``constant``.
         warmup_frac: Fraction of steps spent warming up (``onecycle``).
         dice_weight: Weight of the soft Dice loss.
         bce_weight: Weight of the binary cross-entropy.
@@ -79,7 +79,7 @@ class SegTrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "onecycle"
     warmup_frac: float = 0.1
     dice_weight: float = 1.0
     bce_weight: float = 1.0
