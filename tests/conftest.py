@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from cxrlab.classification.config import ClassifierConfig, TrainConfig
-from cxrlab.core.augment import AugmentConfig
+from tests import tiny
 
 torch.set_flush_denormal(True)  # as every stage does (seed_everything): tiny nets crawl without
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -133,18 +134,33 @@ def tiny_npz(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_model_cfg() -> ClassifierConfig:
-    return ClassifierConfig(arch="resnet18", width=8, stem="small")
+    return tiny.CLASSIFIER
 
 
 @pytest.fixture
 def tiny_train_cfg() -> TrainConfig:
-    return TrainConfig(
-        seed=0,
-        epochs=3,
-        batch_size=16,
-        lr=1e-2,
-        augment=AugmentConfig(rotate_deg=5, shift=0.05, brightness=0.05),
+    return tiny.CLASSIFIER_TRAIN
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    mirror = tmp_path / "mirror"
+    write_npz(mirror / "pneumoniamnist" / "pneumoniamnist.npz")
+    params["fetch"]["mirrors"] = [str(mirror)]
+    params["classifier"]["model"]["width"] = 8
+    params["classifier"]["train"].update(epochs=2, batch_size=16)
+    params["classifier"]["eval"].update(gradcam_per_group=3, failures=4)
+    params["clip"]["arch"].update(
+        embed_dim=16,
+        vision={"image_size": 28, "patch_size": 7, "width": 32, "layers": 1, "head_width": 16},
     )
+    params["clip"]["arch"]["text"].update(width=32, layers=1)
+    params["clip"]["train"].update(epochs=1, batch_size=16)
+    params["clip"]["subset"]["per_class"] = 5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path, params
 
 
 @pytest.fixture(scope="session")
@@ -227,3 +243,33 @@ def s3_server():
             os.environ[k] = v
     proc.terminate()
     proc.wait(timeout=10)
+
+
+SCREENSHOTS = REPO / "build" / "screenshots"  # kept after the run (CI can upload them)
+STAGE_SECONDS = REPO / "build" / "e2e_stage_seconds.tsv"  # kept after the run, like screenshots
+
+
+def run_timed(cmd, cwd, env, tsv: Path = STAGE_SECONDS) -> str:
+    """Run ``cmd`` like ``run``, and write how long each `Running stage` block took to ``tsv``."""
+    env = {**env, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines, starts = [], []  # (stage, seconds since start)
+    t0 = time.perf_counter()
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Running stage '"):
+            starts.append((line.split("'")[1], time.perf_counter() - t0))
+    proc.wait()
+    total = time.perf_counter() - t0
+    out = "".join(lines)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-6000:]}"
+    ends = [t for _, t in starts[1:]] + [total]
+    spans = ((end - t, name) for (name, t), end in zip(starts, ends, strict=True))
+    rows = sorted(spans, reverse=True)
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    tsv.write_text(
+        f"seconds\tstage\n{total:.1f}\t(all)\n" + "".join(f"{s:.1f}\t{n}\n" for s, n in rows)
+    )
+    return out

@@ -32,11 +32,11 @@ def segmenter():
     from cxrlab.segmentation.config import SegTrainConfig
     from cxrlab.segmentation.model import build_segmenter
     from cxrlab.segmentation.train import train_segmenter
+    from tests import tiny
     from tests.lungseg_fixtures import write_covid
-    from tests.test_segmentation import TINY, prepared
 
-    train, val = prepared(write_covid(Path(tempfile.mkdtemp()) / "covid_lungseg"))
-    model = build_segmenter(TINY)
+    train, val = tiny.segmentation_split(write_covid(Path(tempfile.mkdtemp()) / "covid_lungseg"))
+    model = build_segmenter(tiny.SEGMENTER)
     result = train_segmenter(model, train, val, SegTrainConfig(epochs=3, batch_size=4))
     return model, [row["train_loss"] for row in result.history]
 
@@ -46,13 +46,13 @@ def clip():
     from cxrlab.labeling.config import ClipTrainConfig
     from cxrlab.labeling.model import build_clip
     from cxrlab.labeling.train import train_clip
+    from tests import tiny
     from tests.conftest import synthetic_split
-    from tests.test_clip import CAPTIONS, TINY
 
     images, labels = synthetic_split(64, np.random.default_rng(0))
     labels = labels.ravel()
-    bundle = build_clip(TINY)
-    cfg = ClipTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions=CAPTIONS)
+    bundle = build_clip(tiny.CLIP)
+    cfg = ClipTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions=tiny.CLIP_CAPTIONS)
     history = train_clip(bundle, bundle.images_to_tensor(images), labels, list(CLASS_NAMES), cfg)
     return bundle.model, [row["train_loss"] for row in history.history]
 
@@ -62,10 +62,10 @@ def captioner():
     from cxrlab.captioning.model import build_captioner
     from cxrlab.captioning.train import train_captioner
     from cxrlab.core.augment import AugmentConfig
-    from tests.test_captioning import CAPTIONS, tiny_cfg, tiny_images
+    from tests import tiny
 
-    images, texts = tiny_images(), [CAPTIONS[i % 2] for i in range(8)]
-    model = build_captioner(tiny_cfg("blip"))
+    images, texts = tiny.caption_images(), [tiny.CAPTIONS[i % 2] for i in range(8)]
+    model = build_captioner(tiny.captioner("blip"))
     cfg = CaptionTrainConfig(epochs=4, batch_size=4, lr=1e-2, augment=AugmentConfig())
     result = train_captioner(model, (images, texts), (images, texts), cfg)
     return model.model, [row["val_loss"] for row in result.history]
@@ -75,10 +75,10 @@ def lora():
     from cxrlab.generation.config import LoraTrainConfig
     from cxrlab.generation.model import build_pipeline, encode_latents, to_rgb
     from cxrlab.generation.train import make_conditioning, train_lora
-    from tests.test_diffusion import TINY
+    from tests import tiny
 
     images = np.random.default_rng(0).integers(0, 256, (24, 28, 28), dtype=np.uint8)
-    pipe = build_pipeline(TINY, seed=0)
+    pipe = build_pipeline(tiny.DIFFUSION, seed=0)
     z = encode_latents(pipe.vae, to_rgb(images, 16))
     cond = make_conditioning(pipe, ["normal lungs", "pneumonia"] * 12)
     cfg = LoraTrainConfig(steps=6, eval_every=2, batch_size=8, lr=1e-2)

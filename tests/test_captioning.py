@@ -14,8 +14,6 @@ from cxrlab.captioning.config import (
     CaptionerConfig,
     CaptionTrainConfig,
     MapperConfig,
-    TextConfig,
-    VisionConfig,
 )
 from cxrlab.captioning.data import (
     build_caption_pairs,
@@ -51,27 +49,7 @@ from cxrlab.core.augment import AugmentConfig
 from cxrlab.core.config import from_dict
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.core.utils import resumable_map
-
-TINY_VISION = VisionConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-                           patch_size=8)  # fmt: skip
-TINY_TEXT = TextConfig(init="random", hidden_size=32, num_layers=1, num_heads=2,
-                       intermediate_size=64)  # fmt: skip
-CAPTIONS = ["PA chest radiograph. Cardiomegaly.", "AP chest radiograph. No acute abnormality."]
-
-
-def tiny_cfg(family="blip", **kw):
-    return CaptionerConfig(family=family, image_size=32, max_length=16, vision=TINY_VISION,
-                           text=TINY_TEXT, **kw)  # fmt: skip
-
-
-def tiny_images(n=8, seed=0):
-    """Two easily told apart kinds: bright left half vs bright right half."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 60, (n, 32, 32)).astype(np.uint8)
-    images[0::2, :, :16] += 150
-    images[1::2, :, 16:] += 150
-    return images
-
+from tests import tiny
 
 # --- caption data -----------------------------------------------------------------------
 
@@ -165,7 +143,7 @@ def test_unknown_model_family_is_a_config_error():
 def test_blip_decoder_starts_from_minilm_weights():
     from safetensors.torch import load_file
 
-    cfg = CaptionerConfig(image_size=32, vision=TINY_VISION)  # text.init defaults to minilm
+    cfg = CaptionerConfig(image_size=32, vision=tiny.CAPTION_VISION)  # text.init defaults to minilm
     model = build_captioner(cfg).model
     mini = load_file(minilm_dir() / "model.safetensors")
     dec = model.state_dict()
@@ -183,8 +161,8 @@ def test_blip_decoder_starts_from_minilm_weights():
 @pytest.mark.parametrize("family", ["blip", "llava"])
 def test_tiny_captioner_learns_saves_and_reloads_to_identical_logits(family, tmp_path):
     torch.manual_seed(0)
-    captioner = build_captioner(tiny_cfg(family))
-    images, texts = tiny_images(), [CAPTIONS[i % 2] for i in range(8)]
+    captioner = build_captioner(tiny.captioner(family))
+    images, texts = tiny.caption_images(), [tiny.CAPTIONS[i % 2] for i in range(8)]
     cfg = CaptionTrainConfig(
         epochs=60, batch_size=8, lr=3e-2, augment=AugmentConfig(), align_weight=0.5
     )
@@ -194,7 +172,7 @@ def test_tiny_captioner_learns_saves_and_reloads_to_identical_logits(family, tmp
     save_captioner(captioner, tmp_path / "cap")
     reloaded = load_captioner(tmp_path / "cap")
     x = pixel_values(captioner, images[:2])
-    batch = encode_captions(captioner, CAPTIONS)
+    batch = encode_captions(captioner, tiny.CAPTIONS)
     captioner.model.eval()
     with torch.no_grad():
         a = captioner.model(pixel_values=x, **batch).logits
@@ -203,7 +181,7 @@ def test_tiny_captioner_learns_saves_and_reloads_to_identical_logits(family, tmp
     out = generate_captions(reloaded, x, num_beams=3, max_new_tokens=12, no_repeat_ngram_size=3)
     assert out == generate_captions(captioner, x, 3, 12, 3)
     # the caption language is learned: no word from outside the two captions
-    vocabulary = set(normalize_caption(" ".join(CAPTIONS)).split())
+    vocabulary = set(normalize_caption(" ".join(tiny.CAPTIONS)).split())
     for caption in out:
         assert len(caption.split()) >= 4 and set(normalize_caption(caption).split()) <= vocabulary
 
@@ -212,18 +190,18 @@ def test_tiny_captioner_learns_saves_and_reloads_to_identical_logits(family, tmp
 def test_caption_forward_returns_one_feature_vector_per_image(family):
     """BLIP: the ViT's tokens pooled; LLaVA: the projected patch tokens the LM reads, pooled."""
     torch.manual_seed(0)
-    captioner = build_captioner(tiny_cfg(family))
-    x = pixel_values(captioner, tiny_images(3))
+    captioner = build_captioner(tiny.captioner(family))
+    x = pixel_values(captioner, tiny.caption_images(3))
     captioner.model.eval()
     with torch.no_grad():
-        loss, features = caption_forward(captioner, x, [CAPTIONS[0]] * 3)
+        loss, features = caption_forward(captioner, x, [tiny.CAPTIONS[0]] * 3)
         if family == "blip":
             tokens = captioner.model.vision_model(pixel_values=x).last_hidden_state
         else:  # LLaVA's default strategy drops the CLS token, then projects into the LM
             llava = captioner.model.model
             hidden = llava.vision_tower(pixel_values=x, output_hidden_states=True)
             tokens = llava.multi_modal_projector(hidden.hidden_states[-1][:, 1:])
-    width = TINY_VISION.hidden_size if family == "blip" else TINY_TEXT.hidden_size
+    width = tiny.CAPTION_VISION.hidden_size if family == "blip" else tiny.CAPTION_TEXT.hidden_size
     assert loss.ndim == 0 and features.shape == (3, width)
     assert torch.allclose(features, tokens.mean(dim=1), atol=1e-6)
 
@@ -234,10 +212,10 @@ def test_llava_loss_from_the_caption_logits_only_equals_the_full_loss():
     from cxrlab.captioning.model import encode_captions
 
     torch.manual_seed(0)
-    captioner = build_captioner(tiny_cfg("llava"))
+    captioner = build_captioner(tiny.captioner("llava"))
     captioner.model.eval()  # no dropout: the two passes see the same network
-    x = pixel_values(captioner, tiny_images(2))
-    texts = [CAPTIONS[0], CAPTIONS[1] + " and more words at the end"]
+    x = pixel_values(captioner, tiny.caption_images(2))
+    texts = [tiny.CAPTIONS[0], tiny.CAPTIONS[1] + " and more words at the end"]
     results = []
     for trimmed in (True, False):
         captioner.model.zero_grad()
@@ -258,7 +236,7 @@ def test_llava_loss_from_the_caption_logits_only_equals_the_full_loss():
 def test_llava_default_lora_targets_adapt_the_language_model_only():
     """LLaMA's q/k/v/o and MLP projections get adapters; the CLIP tower's q/k/v_proj not."""
     torch.manual_seed(0)
-    captioner = build_captioner(tiny_cfg("llava"))
+    captioner = build_captioner(tiny.captioner("llava"))
     add_lora(captioner, rank=2, alpha=4)  # targets: the family's default
     trainable = [n for n, p in captioner.model.named_parameters() if p.requires_grad]
     assert trainable and all("language_model" in n and "lora_" in n for n in trainable)
@@ -270,9 +248,9 @@ def test_llava_default_lora_targets_adapt_the_language_model_only():
 def test_llava_prompt_follows_the_tokenizers_chat_template():
     """LLaMA-3 style: header tokens from the template, the image tokens where <image> was,
     the caption after the assistant header, ended by the tokenizer's eos token."""
-    captioner = build_captioner(tiny_cfg("llava"))
+    captioner = build_captioner(tiny.captioner("llava"))
     tok = captioner.tokenizer
-    plain = encode_captions(captioner, CAPTIONS[:1])["input_ids"][0].tolist()
+    plain = encode_captions(captioner, tiny.CAPTIONS[:1])["input_ids"][0].tolist()
     n = captioner.num_image_tokens
     image_id = tok.convert_tokens_to_ids("<image>")
     assert plain[: n + 1] == [image_id] * n + [tok.cls_token_id] and plain[-1] == tok.sep_token_id
@@ -285,7 +263,7 @@ def test_llava_prompt_follows_the_tokenizers_chat_template():
         "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
         "{% endif %}"
     )
-    enc = encode_captions(captioner, CAPTIONS[:1])
+    enc = encode_captions(captioner, tiny.CAPTIONS[:1])
     ids, labels = enc["input_ids"][0].tolist(), enc["labels"][0].tolist()
     text = tok.decode(ids)
     assert text.startswith("<|begin_of_text|> <|start_header_id|> user <|end_header_id|>")
@@ -293,7 +271,7 @@ def test_llava_prompt_follows_the_tokenizers_chat_template():
     assert ids[first : first + n] == [image_id] * n and ids.count(image_id) == n
     assert "assistant <|end_header_id|> pa chest radiograph" in text
     assert ids[-1] == tok.convert_tokens_to_ids("<|eot_id|>")
-    caption = len(tok(CAPTIONS[0], add_special_tokens=False)["input_ids"]) + 1
+    caption = len(tok(tiny.CAPTIONS[0], add_special_tokens=False)["input_ids"]) + 1
     assert all(v == -100 for v in labels[:-caption]) and labels[-caption:] == ids[-caption:]
 
 
@@ -302,10 +280,10 @@ def test_4bit_loading_is_qlora_nf4_on_the_gpu_only():
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16
     # unquantised: the files' dtype, then fp32 (see ..._loads_a_pretrained_blip_by_path)
-    assert load_kwargs(tiny_cfg("llava")) == {"dtype": "auto"}
+    assert load_kwargs(tiny.captioner("llava")) == {"dtype": "auto"}
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="load_in_4bit needs a CUDA GPU"):
-            load_kwargs(tiny_cfg("llava", load_in_4bit=True))
+            load_kwargs(tiny.captioner("llava", load_in_4bit=True))
 
 
 @pytest.mark.parametrize("family", ["blip", "llava"])
@@ -313,13 +291,15 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(family):
     grads = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        captioner = build_captioner(tiny_cfg(family))
+        captioner = build_captioner(tiny.captioner(family))
         model = captioner.model
         if checkpointing:
             model.gradient_checkpointing_enable({"use_reentrant": False})
         model.train()
         torch.manual_seed(1)  # the same dropout masks in both runs
-        loss = caption_forward(captioner, pixel_values(captioner, tiny_images(2)), CAPTIONS)[0]
+        loss = caption_forward(
+            captioner, pixel_values(captioner, tiny.caption_images(2)), tiny.CAPTIONS
+        )[0]
         loss.backward()
         grads.append(
             (loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None])
@@ -332,11 +312,11 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(family):
 
 def test_llava_lora_trains_only_the_adapter_and_reloads_identically(tmp_path):
     torch.manual_seed(0)
-    captioner = build_captioner(tiny_cfg("llava"))
+    captioner = build_captioner(tiny.captioner("llava"))
     before = {k: v.clone() for k, v in captioner.model.state_dict().items()}
     cfg = CaptionTrainConfig(finetune="lora", lora_rank=4, lora_targets=["q_proj", "v_proj"],
                              epochs=2, batch_size=4, lr=1e-2, augment=AugmentConfig())  # fmt: skip
-    images, texts = tiny_images(), [CAPTIONS[i % 2] for i in range(8)]
+    images, texts = tiny.caption_images(), [tiny.CAPTIONS[i % 2] for i in range(8)]
     train_captioner(captioner, (images, texts), (images, texts), cfg)
     model = captioner.model
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -348,7 +328,7 @@ def test_llava_lora_trains_only_the_adapter_and_reloads_identically(tmp_path):
     save_captioner(captioner, tmp_path / "cap")
     assert (tmp_path / "cap/adapter/adapter_config.json").is_file()
     reloaded = load_captioner(tmp_path / "cap")
-    x, batch = pixel_values(captioner, images[:2]), encode_captions(captioner, CAPTIONS)
+    x, batch = pixel_values(captioner, images[:2]), encode_captions(captioner, tiny.CAPTIONS)
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(pixel_values=x, **batch).logits,
@@ -357,8 +337,8 @@ def test_llava_lora_trains_only_the_adapter_and_reloads_identically(tmp_path):
 
 def test_beam_search_is_deterministic_and_bounded():
     torch.manual_seed(0)
-    captioner = build_captioner(tiny_cfg("blip"))
-    x = pixel_values(captioner, tiny_images(3))
+    captioner = build_captioner(tiny.captioner("blip"))
+    x = pixel_values(captioner, tiny.caption_images(3))
     a = generate_captions(captioner, x, num_beams=3, max_new_tokens=5)
     b = generate_captions(captioner, x, num_beams=3, max_new_tokens=5)
     assert a == b and len(a) == 3
@@ -374,7 +354,7 @@ def test_gpu_profile_loads_a_pretrained_blip_by_path(tmp_path):
     from transformers import BlipImageProcessor, BlipProcessor
 
     torch.manual_seed(0)
-    built = build_captioner(dataclasses.replace(tiny_cfg("blip"), image_size=48))
+    built = build_captioner(dataclasses.replace(tiny.captioner("blip"), image_size=48))
     built.model.half().save_pretrained(tmp_path / "hub")
     published = {k: v.float() for k, v in built.model.state_dict().items()}
     processor = BlipProcessor(
@@ -382,11 +362,11 @@ def test_gpu_profile_loads_a_pretrained_blip_by_path(tmp_path):
         tokenizer=built.tokenizer,
     )
     processor.save_pretrained(tmp_path / "hub")
-    loaded = build_captioner(tiny_cfg("blip", pretrained=str(tmp_path / "hub")))  # says 32 px
+    loaded = build_captioner(tiny.captioner("blip", pretrained=str(tmp_path / "hub")))  # says 32 px
     assert loaded.cfg.image_size == 48 and loaded.image_mean == list(
         processor.image_processor.image_mean
     )
-    x = pixel_values(loaded, tiny_images(2))
+    x = pixel_values(loaded, tiny.caption_images(2))
     assert x.shape == (2, 3, 48, 48)
     assert len(generate_captions(loaded, x, num_beams=2, max_new_tokens=4)) == 2
     save_captioner(loaded, tmp_path / "finetuned")

@@ -11,7 +11,7 @@ from cxrlab.core.augment import AugmentConfig
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.core.utils import seed_everything
 from cxrlab.generation.imagefolder import METADATA_FILE, write_imagefolder
-from cxrlab.labeling.config import ClipArchConfig, ClipTrainConfig
+from cxrlab.labeling.config import ClipTrainConfig
 from cxrlab.labeling.labels import COLUMNS, read_labels, select_balanced, write_labels
 from cxrlab.labeling.model import build_clip, load_clip, save_clip
 from cxrlab.labeling.train import label_aware_clip_loss, train_clip
@@ -22,17 +22,9 @@ from cxrlab.labeling.zero_shot import (
     fit_scale,
     sigmoid,
 )
+from tests import tiny
 from tests.conftest import assert_resume_gives_the_same_weights, write_npz
 
-TINY = ClipArchConfig(
-    embed_dim=32,
-    vision={"image_size": 28, "patch_size": 7, "width": 64, "layers": 2, "head_width": 32},
-    text={"context_length": 16, "width": 32, "heads": 2, "layers": 1},
-)
-CAPTIONS = {
-    "normal": ["a normal chest x-ray", "clear lungs"],
-    "pneumonia": ["pneumonia", "lung opacity"],
-}
 PROMPTS = {
     "normal": ["a normal chest x-ray", "clear lungs"],
     "pneumonia": ["pneumonia"],
@@ -67,9 +59,13 @@ def trained(tmp_path_factory):
     path = write_npz(tmp_path_factory.mktemp("clip") / "d.npz", sizes=(128, 48, 48))
     splits = load_pneumoniamnist(path)
     seed_everything(0)
-    bundle = build_clip(TINY)
+    bundle = build_clip(tiny.CLIP)
     cfg = ClipTrainConfig(
-        epochs=6, batch_size=32, lr=3e-3, captions=CAPTIONS, augment=AugmentConfig(shift=0.05)
+        epochs=6,
+        batch_size=32,
+        lr=3e-3,
+        captions=tiny.CLIP_CAPTIONS,
+        augment=AugmentConfig(shift=0.05),
     )
     result = train_clip(
         bundle,
@@ -83,12 +79,12 @@ def trained(tmp_path_factory):
 
 def test_interrupted_clip_training_resumes_to_the_same_weights(tmp_path):
     split = load_pneumoniamnist(write_npz(tmp_path / "d.npz"))["train"]
-    cfg = ClipTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions=CAPTIONS,
+    cfg = ClipTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions=tiny.CLIP_CAPTIONS,
                           augment=AugmentConfig(shift=0.05))  # fmt: skip
 
     def fresh():
         torch.manual_seed(0)
-        return build_clip(TINY)
+        return build_clip(tiny.CLIP)
 
     def train(bundle, ckpt, on_epoch):
         x = bundle.images_to_tensor(split.images)
@@ -117,7 +113,7 @@ def test_training_learns_the_synthetic_task_and_labels_it(trained):
 
 def test_local_dir_round_trip_through_open_clip(trained, tmp_path):
     bundle, splits, _ = trained
-    save_clip(bundle, TINY, tmp_path / "clip")
+    save_clip(bundle, tiny.CLIP, tmp_path / "clip")
     assert sorted(p.name for p in (tmp_path / "clip").iterdir()) == [
         "open_clip_config.json",
         "open_clip_model.safetensors",
@@ -151,7 +147,7 @@ def test_bad_prompt_lists(trained, prompts, message):
 
 
 def test_training_needs_captions_for_every_class():
-    bundle = build_clip(TINY)
+    bundle = build_clip(tiny.CLIP)
     cfg = ClipTrainConfig(epochs=1, captions={"normal": ["x"]})
     with pytest.raises(ConfigError, match="no caption for class 'pneumonia'"):
         train_clip(bundle, torch.zeros(2, 3, 28, 28), np.array([0, 1]), list(CLASS_NAMES), cfg)

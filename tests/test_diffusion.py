@@ -12,12 +12,8 @@ import torch
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.generation.config import (
     BaseTrainConfig,
-    DiffusionConfig,
     LcmTrainConfig,
     LoraTrainConfig,
-    TextConfig,
-    UnetConfig,
-    VaeConfig,
     VaeTrainConfig,
 )
 from cxrlab.generation.evaluate import (
@@ -50,14 +46,8 @@ from cxrlab.generation.train import (
     train_vae,
 )
 from cxrlab.params import load_section
+from tests import tiny
 from tests.conftest import REPO, assert_resume_gives_the_same_weights
-
-TINY = DiffusionConfig(
-    resolution=16,
-    vae=VaeConfig(block_out_channels=[8, 16], norm_num_groups=4),
-    unet=UnetConfig(block_out_channels=[16, 32], attention_head_dim=4, norm_num_groups=8),
-    text=TextConfig(hidden_size=16, layers=1, heads=2, max_length=16),
-)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +59,7 @@ def images():
 @pytest.fixture
 def pipe():
     torch.manual_seed(0)
-    return build_pipeline(TINY, seed=0)
+    return build_pipeline(tiny.DIFFUSION, seed=0)
 
 
 def unet_out(unet, emb, seed=0):

@@ -13,7 +13,6 @@ import yaml
 from safetensors.torch import load_file
 
 from tests.conftest import REPO
-from tests.test_stages import workdir  # noqa: F401  (the tiny-data working directory)
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

@@ -4,7 +4,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,41 +12,19 @@ import pytest
 import yaml
 
 from cxrlab.report.html import find_chromium, render_in_chromium
-from tests.conftest import REPO, SHARED_DATA, commit_all, copy_repository, run
-from tests.test_report import SCREENSHOTS
+from tests.conftest import (
+    REPO,
+    SCREENSHOTS,
+    SHARED_DATA,
+    commit_all,
+    copy_repository,
+    run,
+    run_timed,
+)
 
 # The tests share the module's repository: `make test` (xdist --dist loadfile) keeps
 # them on one worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-STAGE_SECONDS = REPO / "build" / "e2e_stage_seconds.tsv"  # kept after the run, like screenshots
-
-
-def run_timed(cmd, cwd, env, tsv: Path = STAGE_SECONDS) -> str:
-    """Run ``cmd`` like ``run``, and write how long each `Running stage` block took to ``tsv``."""
-    env = {**env, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    lines, starts = [], []  # (stage, seconds since start)
-    t0 = time.perf_counter()
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("Running stage '"):
-            starts.append((line.split("'")[1], time.perf_counter() - t0))
-    proc.wait()
-    total = time.perf_counter() - t0
-    out = "".join(lines)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-6000:]}"
-    ends = [t for _, t in starts[1:]] + [total]
-    spans = ((end - t, name) for (name, t), end in zip(starts, ends, strict=True))
-    rows = sorted(spans, reverse=True)
-    tsv.parent.mkdir(parents=True, exist_ok=True)
-    tsv.write_text(
-        f"seconds\tstage\n{total:.1f}\t(all)\n" + "".join(f"{s:.1f}\t{n}\n" for s, n in rows)
-    )
-    return out
 
 
 @pytest.fixture(scope="module")

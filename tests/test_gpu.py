@@ -172,14 +172,14 @@ def test_segmenter_trains_on_the_gpu_like_on_the_cpu(tmp_path):
     from cxrlab.segmentation.config import SegTrainConfig
     from cxrlab.segmentation.model import build_segmenter
     from cxrlab.segmentation.train import train_segmenter
+    from tests import tiny
     from tests.lungseg_fixtures import write_covid
-    from tests.test_segmentation import TINY, prepared
 
-    train, val = prepared(write_covid(tmp_path / "covid_lungseg"))
+    train, val = tiny.segmentation_split(write_covid(tmp_path / "covid_lungseg"))
 
     def train_once():
         torch.manual_seed(0)
-        model = build_segmenter(TINY)
+        model = build_segmenter(tiny.SEGMENTER)
         result = train_segmenter(model, train, val, SegTrainConfig(epochs=3, batch_size=4))
         return model, [row["train_loss"] for row in result.history]
 
@@ -192,14 +192,14 @@ def test_clip_trains_on_the_gpu_like_on_the_cpu(tiny_npz):
     from cxrlab.labeling.config import ClipTrainConfig
     from cxrlab.labeling.model import build_clip
     from cxrlab.labeling.train import train_clip
-    from tests.test_clip import CAPTIONS, TINY
+    from tests import tiny
 
     split = load_pneumoniamnist(tiny_npz)["train"]
-    cfg = ClipTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions=CAPTIONS)
+    cfg = ClipTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions=tiny.CLIP_CAPTIONS)
 
     def train():
         torch.manual_seed(0)
-        bundle = build_clip(TINY)
+        bundle = build_clip(tiny.CLIP)
         x = bundle.images_to_tensor(split.images)
         history = train_clip(bundle, x, split.labels, list(CLASS_NAMES), cfg)
         bundle.model.to(device())  # inference follows the weights' device
@@ -218,15 +218,15 @@ def test_captioner_trains_and_decodes_on_the_gpu_like_on_the_cpu(family):
     from cxrlab.captioning.model import build_captioner, generate_captions, pixel_values
     from cxrlab.captioning.train import train_captioner
     from cxrlab.core.augment import AugmentConfig
-    from tests.test_captioning import CAPTIONS, tiny_cfg, tiny_images
+    from tests import tiny
 
-    images, texts = tiny_images(), [CAPTIONS[i % 2] for i in range(8)]
+    images, texts = tiny.caption_images(), [tiny.CAPTIONS[i % 2] for i in range(8)]
     cfg = CaptionTrainConfig(epochs=4, batch_size=4, lr=1e-2, augment=AugmentConfig())
     captioners = {}
 
     def train():
         torch.manual_seed(0)
-        captioner = build_captioner(tiny_cfg(family))
+        captioner = build_captioner(tiny.captioner(family))
         result = train_captioner(captioner, (images, texts), (images, texts), cfg)
         captioners[device().type] = captioner
         return captioner.model, [row["val_loss"] for row in result.history]
@@ -263,14 +263,14 @@ def test_diffusion_trainers_and_sampling_on_the_gpu_like_on_the_cpu(tmp_path):
         train_lora,
         train_vae,
     )
-    from tests.test_diffusion import TINY
+    from tests import tiny
 
     images = np.random.default_rng(0).integers(0, 256, (24, 28, 28), dtype=np.uint8)
     x = to_rgb(images, 16)
 
     def pipeline():
         torch.manual_seed(0)
-        return build_pipeline(TINY, seed=0)
+        return build_pipeline(tiny.DIFFUSION, seed=0)
 
     def vae():
         pipe = pipeline()

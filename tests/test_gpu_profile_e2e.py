@@ -26,8 +26,7 @@ import yaml
 
 from cxrlab.captioning.model import CONFIG_FILE
 from cxrlab.skeletons import LLAVA_LLAMA3, SD15, SNAPSHOT
-from tests.conftest import SHARED_DATA, commit_all, copy_repository
-from tests.test_e2e import STAGE_SECONDS, run_timed
+from tests.conftest import SHARED_DATA, STAGE_SECONDS, commit_all, copy_repository, run_timed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -75,3 +75,18 @@ def test_functions_stay_short():
             if lines > limit:
                 long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {lines} lines")
     assert long == [], "\n".join(long)
+
+
+def test_test_modules_import_only_conftest_tiny_and_fixture_helpers():
+    """Shared configs live in tests/tiny.py, shared fixtures in conftest: no test_* imports."""
+    import ast
+    from pathlib import Path
+
+    wrong = []
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            wrong += [(path.name, n) for n in names if n.startswith("tests.test_")]
+    assert not wrong

@@ -31,9 +31,8 @@ from cxrlab.report.report import (
     metrics_file,
     pipeline_outputs,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, SCREENSHOTS
 
-SCREENSHOTS = REPO / "build" / "screenshots"  # kept after the run (CI can upload them)
 needs_chromium = pytest.mark.skipif(
     find_chromium() is None, reason="no chromium: `make test` installs it (apt, as root)"
 )

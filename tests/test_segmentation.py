@@ -11,7 +11,6 @@ from cxrlab.segmentation.config import SegmenterConfig, SegTrainConfig
 from cxrlab.segmentation.data import (
     IGNORE,
     encode_mask,
-    prepare_arrays,
     read_index,
     read_pair,
     screen,
@@ -27,10 +26,9 @@ from cxrlab.segmentation.evaluate import (
 )
 from cxrlab.segmentation.model import build_segmenter, predict_full_size
 from cxrlab.segmentation.train import segmentation_loss, train_segmenter
+from tests import tiny
 from tests.conftest import assert_resume_gives_the_same_weights
 from tests.lungseg_fixtures import write_covid
-
-TINY = SegmenterConfig(encoder="resnet18", encoder_depth=3, decoder_channels=[16, 8, 8])
 
 
 @pytest.fixture
@@ -201,12 +199,6 @@ def test_unknown_encoder_is_a_config_error():
         build_segmenter(SegmenterConfig(encoder="nope", encoder_depth=3, decoder_channels=[8] * 3))
 
 
-def prepared(covid, size=32):
-    index = screen(read_index(covid), covid, 0.05)
-    images, masks = prepare_arrays(index, covid, size)
-    return (images[:12], masks[:12]), (images[12:], masks[12:])
-
-
 @pytest.mark.slow
 def test_gpu_profile_imagenet_encoder_loads_from_a_hub_cache_offline(tmp_path, monkeypatch):
     """encoder_weights: imagenet fetches smp-hub/resnet18.imagenet through huggingface_hub;
@@ -236,8 +228,8 @@ def test_gpu_profile_imagenet_encoder_loads_from_a_hub_cache_offline(tmp_path, m
 
 def test_tiny_unet_learns_synthetic_lungs(covid):
     torch.manual_seed(0)
-    train, val = prepared(covid)
-    model = build_segmenter(TINY)
+    train, val = tiny.segmentation_split(covid)
+    model = build_segmenter(tiny.SEGMENTER)
     cfg = SegTrainConfig(epochs=6, batch_size=4, lr=1e-2)
     result = train_segmenter(model, train, val, cfg)
     assert result.best_score > 0.8  # untrained nets score far lower on these blobs
@@ -249,12 +241,12 @@ def test_tiny_unet_learns_synthetic_lungs(covid):
 
 @pytest.mark.slow
 def test_interrupted_segmenter_training_resumes_to_the_same_weights(covid, tmp_path):
-    train, val = prepared(covid)
+    train, val = tiny.segmentation_split(covid)
     cfg = SegTrainConfig(epochs=3, batch_size=4, lr=1e-2, augment=AugmentConfig(rotate_deg=5))
 
     def fresh():
         torch.manual_seed(0)
-        return build_segmenter(TINY)
+        return build_segmenter(tiny.SEGMENTER)
 
     assert_resume_gives_the_same_weights(
         lambda model, ckpt, on_epoch: train_segmenter(model, train, val, cfg, ckpt, on_epoch),

@@ -8,32 +8,12 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO, write_npz
+from tests import tiny
+from tests.conftest import REPO
 
 
 def stage_main(name):
     return runpy.run_path(str(REPO / "stages" / f"{name}.py"), run_name="stage")["main"]
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    mirror = tmp_path / "mirror"
-    write_npz(mirror / "pneumoniamnist" / "pneumoniamnist.npz")
-    params["fetch"]["mirrors"] = [str(mirror)]
-    params["classifier"]["model"]["width"] = 8
-    params["classifier"]["train"].update(epochs=2, batch_size=16)
-    params["classifier"]["eval"].update(gradcam_per_group=3, failures=4)
-    params["clip"]["arch"].update(
-        embed_dim=16,
-        vision={"image_size": 28, "patch_size": 7, "width": 32, "layers": 1, "head_width": 16},
-    )
-    params["clip"]["arch"]["text"].update(width=32, layers=1)
-    params["clip"]["train"].update(epochs=1, batch_size=16)
-    params["clip"]["subset"]["per_class"] = 5
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path, params
 
 
 def test_classifier_stages_chain_on_tiny_data(workdir):
@@ -185,21 +165,13 @@ def test_segmentation_and_cohort_stages_chain_on_tiny_data(workdir):
         assert (root / cohort["figures"] / f"{fig}.png").is_file()
 
 
-TINY_DIFFUSION = {
-    "resolution": 16,
-    "vae": {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4},
-    "unet": {"block_out_channels": [16, 32], "attention_head_dim": 4, "norm_num_groups": 8},
-    "text": {"hidden_size": 16, "layers": 1, "heads": 2, "max_length": 16},
-}
-
-
 def diffusion_workdir(root, params):
     """Tiny diffusion params, the npz in place, a trained tiny classifier and a subset."""
     from cxrlab.classification.data import load_pneumoniamnist
     from cxrlab.generation.imagefolder import write_imagefolder
 
     d = params["diffusion"]
-    d["model"].update(TINY_DIFFUSION)
+    d["model"].update(tiny.DIFFUSION_PARAMS)
     d["vae_train"].update(epochs=1, batch_size=16)
     d["base_train"].update(epochs=2, batch_size=16)
     d["lcm"].update(steps=3, eval_every=2, batch_size=8, rank=2)
