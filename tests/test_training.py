@@ -153,3 +153,5 @@ def test_one_optimizer_builder_groups_decay_scale_and_frozen_weights(schedule):
     # every group peaks at its own LR: the base LR, or scale times it for scaled weights
     assert peaks[("0.weight",)] == pytest.approx(1e-3) and peaks[("0.bias",)] == pytest.approx(1e-3)
     assert peaks[("2.weight",)] == pytest.approx(1e-2)
+    # fit logs the first group's LR: it must be a full-LR group, not a pretrained one's 0.1x
+    assert optimizer.param_groups[0]["params"][0] is model[2].weight

@@ -65,7 +65,8 @@ def make_optimizer(
             "weight_decay": cfg.weight_decay if decay else 0.0,
             "lr": cfg.lr * (scale if old else 1.0),
         }
-        for (decay, old), params in sorted(groups.items(), reverse=True)
+        # Full-LR groups first: fit logs group 0's LR. Decayed weights before the rest.
+        for (decay, old), params in sorted(groups.items(), key=lambda g: (g[0][1], not g[0][0]))
     ]
     if cfg.optimizer == "adamw":
         optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr)
