@@ -54,6 +54,8 @@ def test_two_ddp_processes_train_and_write_what_one_process_writes(workdir):  # 
     log = train(root, str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2")
     assert log.count("kept epoch") == 2  # two processes trained ...
     assert "process 2 of 2 (DistributedType.MULTI_CPU)" in log  # ... together, over gloo
+    # each takes its share of the cores (accelerate sets one thread), OpenMP without spinning
+    assert "threads: 1 on" in log and "shared by 2 processes" in log and "PASSIVE" in log
 
     one, two = outputs(single, paths), outputs(root, paths)
     assert one.keys() == two.keys()  # the same files, written once

@@ -3,13 +3,13 @@
     python tools/code_deps.py           # rewrite the code deps in dvc.yaml
     python tools/code_deps.py --check   # exit 1 and list the stages whose deps differ
 
-A stage depends on its script, ``src/cxrlab/core``, the top-level modules (``params.py``,
-``stage.py``), every part folder its imports reach (directly or through other modules),
-and the part of every params section it loads (``load_section("diffusion")``: the
-dataclasses and their defaults live there). The top-level modules are not followed:
-``params.py`` names every part's config, and a stage reads only its own sections.
-tests/test_layout.py checks dvc.yaml against this, so a new import can't leave a stage
-stale.
+A stage depends on its script, ``src/cxrlab/core``, the package's ``__init__.py``, the
+top-level modules (``params.py``, ``stage.py``), every part folder its imports reach
+(directly or through other modules), and the part of every params section it loads
+(``load_section("diffusion")``: the dataclasses and their defaults live there). The
+top-level modules are not followed: ``params.py`` names every part's config, and a stage
+reads only its own sections. tests/test_layout.py checks dvc.yaml against this, so a new
+import can't leave a stage stale.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def stage_deps(script: Path, edges: dict[str, set[str]] | None = None) -> list[s
     reached = reach(imports(script), edges)
     folders = {layer(m) for m in reached if (SRC / "cxrlab" / layer(m)).is_dir()} | {"core"}
     folders |= {SECTION_PART[name] for name in sections(script)}
-    files = set(TOP)
+    files = {"__init__", *TOP}  # the package's __init__ runs in every stage (threads)
     return [
         script.relative_to(ROOT).as_posix(),
         *(f"src/cxrlab/{f}" for f in sorted(folders)),

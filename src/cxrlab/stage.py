@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ def run_stage(main: Callable[[], None]) -> None:
 
             use_device(device)
             use_precision(precision)
+        _log_threads()
         start = time.perf_counter()
         main()
         logging.getLogger("stage").info(
@@ -44,6 +46,23 @@ def run_stage(main: Callable[[], None]) -> None:
     except CxrlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def _log_threads() -> None:
+    """Log the stage's thread budget once; hold torch to it if torch loaded before cxrlab."""
+    from cxrlab.core.threads import WORKERS, cores, processes, share_cores
+
+    budget = share_cores()
+    if budget is not None and "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(budget)
+    shared_by = processes()
+    logging.getLogger("stage").info(
+        "threads: %s on %d cores%s", budget or "torch's default", cores(),
+        f", shared by {shared_by} processes ({WORKERS} x LOCAL_WORLD_SIZE; OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY')})" if shared_by > 1 else "",
+    )  # fmt: skip
 
 
 def _check_profile_can_run(params: dict, device: str) -> None:
