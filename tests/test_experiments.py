@@ -144,3 +144,35 @@ def test_make_exps_shows_the_changed_params_and_the_headline_metrics_only(tmp_pa
     header = shown.splitlines()[0].split(",")
     assert "lora.steps" in header and "segmentation.test_dice" in header
     assert not {"lora.rank", "val_loss", "epoch"} & set(header), header
+
+
+def test_seed_spread_groups_runs_by_their_seed_params():
+    """Runs whose seed params all agree count once per seed; mixed seeds, unfinished runs
+    and repeats are left out; mean and sample std come out right."""
+    from tools.seed_spread import SEED_PARAMS, headlines, spread
+
+    def node(name, seed, dice, state="success", odd=None):
+        params: dict = {}
+        for dotted in SEED_PARAMS:
+            *parents, leaf = dotted.split(".")
+            branch = params
+            for part in parents:
+                branch = branch.setdefault(part, {})
+            branch[leaf] = odd if odd is not None and dotted == SEED_PARAMS[0] else seed
+        headline = {"segmentation": {"test_dice": dice}}
+        return {"rev": name, "name": name, "executor": {"state": state},
+                "data": {"params": {"params.yaml": {"data": params}},
+                         "metrics": {"metrics/headline.json": {"data": headline}}}}  # fmt: skip
+
+    baseline = node("main", 0, 0.90)
+    baseline["experiments"] = [{"revs": [node("seed-1", 1, 0.92)]},
+                               {"revs": [node("seed-2", 2, 0.94)]},
+                               {"revs": [node("seed-2b", 2, 0.10)]},  # a repeat: first wins
+                               {"revs": [node("mixed", 3, 0.50, odd=4)]},  # not one seed
+                               {"revs": [node("seed-5", 5, 0.0, state="running")]}]  # fmt: skip
+    by_seed = headlines([baseline])
+    assert list(by_seed) == [0, 1, 2]
+    dice = spread(by_seed)["segmentation"]["test_dice"]
+    assert dice["values"] == {0: 0.90, 1: 0.92, 2: 0.94}
+    assert dice["mean"] == pytest.approx(0.92) and dice["std"] == pytest.approx(0.02)
+    assert (dice["min"], dice["max"]) == (0.90, 0.94)
