@@ -35,7 +35,7 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "chromium not found and not root: the page-rendering tests will be skipped"; fi
 
-.PHONY: install install-gpu repro test test-gpu-smoke test-latest lint format plots lock exp exps dvc
+.PHONY: install install-gpu repro test test-gpu-smoke test-latest lint format plots lock exp exps dvc queue seeds
 install: $(VENV)/.installed node_modules/.installed
 
 # bitsandbytes (4-bit LLaVA) for the gpu profile, pinned like the rest.
@@ -52,6 +52,15 @@ exp: install
 
 dvc: install
 	dvc $(ARGS)
+
+# Queued experiments JOBS at a time, each stage on its share of the cores (cxrlab.core.threads).
+JOBS ?= 2
+queue: install
+	CXRLAB_WORKERS=$(JOBS) dvc queue start -j $(JOBS)
+
+# Every headline metric's spread over seeds 0-2 (tools/seed_spread.py): metrics/seed_spread.json.
+seeds: install
+	python -m tools.seed_spread --jobs $(JOBS) $(ARGS)
 
 # Experiments side by side, readable: the params they change and the headline metrics
 # (metrics/headline.json). Plain `dvc exp show` prints every stage's metrics, 800 columns.
