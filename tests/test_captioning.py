@@ -376,6 +376,36 @@ def test_gpu_profile_loads_a_pretrained_blip_by_path(tmp_path):
         assert all(torch.equal(state[k], v) for k, v in published.items())
 
 
+def test_a_pretrained_llava_keeps_its_token_table_as_published(tmp_path):
+    """fp16 files, as LLaVA-LLaMA-3's: every weight loads as fp32 but the token table,
+    which stays fp16 (half its memory). Loss and gradients equal the model made fp32 whole."""
+    from transformers import LlavaForConditionalGeneration
+
+    from cxrlab.captioning.model import _from_pretrained
+
+    torch.manual_seed(0)
+    built = build_captioner(tiny.captioner("llava"))
+    built.model.half().save_pretrained(tmp_path)
+    cfg = tiny.captioner("llava", pretrained=str(tmp_path))
+    lean = _from_pretrained(LlavaForConditionalGeneration, tmp_path, cfg)
+    whole = LlavaForConditionalGeneration.from_pretrained(tmp_path, dtype="auto").float()
+    table = lean.get_input_embeddings().weight
+    assert table.dtype == torch.float16
+    assert {p.dtype for p in lean.parameters() if p is not table} == {torch.float32}
+    x = pixel_values(built, tiny.caption_images(2)).float()
+    batch = encode_captions(built, tiny.CAPTIONS)
+    runs = []
+    for model in (lean, whole):
+        model.get_input_embeddings().requires_grad_(False)  # frozen, as under LoRA
+        loss = model(pixel_values=x, **batch).loss
+        loss.backward()
+        runs.append((loss, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_lean, grads_lean), (loss_whole, grads_whole) = runs
+    assert torch.equal(loss_lean, loss_whole)
+    assert len(grads_lean) > 10 and grads_lean.keys() == grads_whole.keys()
+    assert all(torch.equal(grads_lean[n], grads_whole[n]) for n in grads_lean)
+
+
 # --- resumable batch inference --------------------------------------------------------------
 
 

@@ -187,6 +187,7 @@ from cxrlab.captioning.model import (CaptionerConfig, _prefix_ids, add_lora, bui
 cap = build_captioner(CaptionerConfig(family="llava", pretrained="{LLAVA_LLAMA3}"))
 assert cap.cfg.image_size == 336 and cap.num_image_tokens == 576
 assert cap.model.dtype == torch.float32  # fp32 master weights unless loaded in 4 bits
+assert cap.model.get_input_embeddings().weight.dtype == torch.float16  # the table: as published
 tok = cap.tokenizer
 assert (tok.bos_token_id, tok.eos_token_id, tok.convert_tokens_to_ids("<image>")) == (
     128000, 128009, 128257)

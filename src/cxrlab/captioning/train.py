@@ -111,6 +111,8 @@ def _prepare(captioner: Captioner, cfg: CaptionTrainConfig) -> set[str]:
         captioner.model.gradient_checkpointing_enable({"use_reentrant": False})
     if cfg.finetune == "lora":
         add_lora(captioner, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    elif not is_quantized(captioner.model):  # trained in full: a half token table too
+        captioner.model.get_input_embeddings().float()
     return pretrained
 
 
