@@ -66,7 +66,9 @@ def queue(repo: Path, epochs: int, tag: str, workers: str | None) -> float:
     env = {k: v for k, v in os.environ.items() if k != "CXRLAB_WORKERS"}
     env |= {"CXRLAB_WORKERS": workers} if workers else {}
     start = time.perf_counter()
-    sh("dvc", "queue", "start", "-j", "2", cwd=repo, env=env)
+    # Not sh(): the workers it starts would hold its output pipes open, and run() wait on them.
+    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     while True:
         status = sh("dvc", "queue", "status", cwd=repo)
         if "Queued" not in status and "Running" not in status:
@@ -122,7 +124,7 @@ def main() -> None:
     try:
         sh("git", "clone", "-q", str(ROOT), str(repo), cwd=scratch)
         sh("dvc", "repro", "fetch_data@pneumoniamnist", cwd=repo)
-        sh("git", "commit", "-qam", "bench: data fetched", cwd=repo)
+        sh("git", "commit", "-qam", "bench: data fetched", "--allow-empty", cwd=repo)
         rows = run_all(repo, args.epochs)
         aucs = val_aucs(repo)
     finally:

@@ -58,7 +58,10 @@ def run_queue(seeds: list[int], jobs: int) -> float:
         dvc("exp", "run", "--queue", "-n", f"seed-{seed}",
             *(arg for name in SEED_PARAMS for arg in ("-S", f"{name}={seed}")))  # fmt: skip
     start = time.perf_counter()
-    dvc("queue", "start", "-j", str(jobs), env={**os.environ, "CXRLAB_WORKERS": str(jobs)})
+    # Not dvc(): the workers it starts would hold its output pipes open, and run() wait on them.
+    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=ROOT, check=True,
+                   env={**os.environ, "CXRLAB_WORKERS": str(jobs)},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     while any(s in dvc("queue", "status") for s in ("Queued", "Running")):
         time.sleep(10)
     return time.perf_counter() - start
