@@ -73,7 +73,7 @@ def queue(repo: Path, epochs: int, tag: str, workers: str | None, seeds: tuple[i
         status = sh("dvc", "queue", "status", cwd=repo)
         if "Queued" not in status and "Running" not in status:
             break
-        if "0 active, 0 idle" in status:  # no worker left, yet a task not done
+        if "0 active, 0 idle" in status and time.perf_counter() - start > 60:  # workers gone
             sys.exit(f"the queue's workers stopped before its tasks:\n{status}")
         time.sleep(1)
     seconds = time.perf_counter() - start
