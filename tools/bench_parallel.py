@@ -77,6 +77,9 @@ def queue(repo: Path, epochs: int, tag: str, workers: str | None, seeds: tuple[i
             sys.exit(f"the queue's workers stopped before its tasks:\n{status}")
         time.sleep(1)
     seconds = time.perf_counter() - start
+    while "0 active, 0 idle" not in status:  # idle workers linger ~10 s and would take the
+        time.sleep(1)  # next queue's tasks, with this queue's environment
+        status = sh("dvc", "queue", "status", cwd=repo)
     done = [line for line in status.splitlines() if f"{tag}-s" in line and "Success" in line]
     if len(done) != len(seeds):
         sys.exit(f"a queued experiment failed:\n{status}")
