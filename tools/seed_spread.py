@@ -57,6 +57,8 @@ def run_queue(seeds: list[int], jobs: int) -> float:
     for seed in seeds:
         dvc("exp", "run", "--queue", "-n", f"seed-{seed}",
             *(arg for name in SEED_PARAMS for arg in ("-S", f"{name}={seed}")))  # fmt: skip
+    while "0 active, 0 idle" not in dvc("queue", "status"):  # a lingering worker would run
+        time.sleep(5)  # the seeds with its own environment, without CXRLAB_WORKERS
     start = time.perf_counter()
     # Not dvc(): the workers it starts would hold its output pipes open, and run() wait on them.
     subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=ROOT, check=True,
