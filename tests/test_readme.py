@@ -15,12 +15,30 @@ def test_the_results_table_reads_metrics_headline_json():
     """Every value is metrics/headline.json's, rounded to the digits shown."""
     headline = json.loads((REPO / "metrics" / "headline.json").read_text())
     rows = re.findall(
-        r"^\|[^|\n]*\|[^|\n]*\| `([a-z_]+)\.([a-z0-9_]+)` \| ([\d.]+) \|$", README, re.M
+        r"^\|[^|\n]*\|[^|\n]*\| `([a-z_]+)\.([a-z0-9_]+)` \| ([\d.]+) \|(?: [^|\n]* \|)?$",
+        README,
+        re.M,
     )
     assert len(rows) >= 10 and {section for section, _, _ in rows} == set(headline)
     for section, key, shown in rows:
         digits = len(shown.split(".")[1])
         assert f"{headline[section][key]:.{digits}f}" == shown, f"{section}.{key}"
+
+
+def test_the_results_table_shows_each_metrics_seed_spread():
+    """The last column is metrics/seed_spread.json's mean ± sample std, at the value's digits."""
+    spread = json.loads((REPO / "metrics" / "seed_spread.json").read_text())
+    assert len(spread["seeds"]) >= 3
+    rows = re.findall(
+        r"^\|[^|\n]*\|[^|\n]*\| `([a-z_]+)\.([a-z0-9_]+)` \| [\d.]+ \| ([\d.]+) ± ([\d.]+) \|$",
+        README,
+        re.M,
+    )
+    assert len(rows) >= 10
+    for section, key, mean, std in rows:
+        found = spread["metrics"][section][key]
+        digits = len(mean.split(".")[1])
+        assert (f"{found['mean']:.{digits}f}", f"{found['std']:.{digits}f}") == (mean, std), key
 
 
 def test_the_pipeline_picture_is_dvc_dag():
