@@ -24,31 +24,10 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.captioning.config import CaptionDataConfig
+from cxrlab.captioning.vocabulary import COVID_FINDINGS, NIH_LABELS, VIEWS
 from cxrlab.core.errors import DataError
 from cxrlab.segmentation.data import normalize_xray, read_gray, read_index, resize, split_by_patient
 
-VIEWS = {"PA": "PA", "AP": "AP", "AP Supine": "AP supine"}
-COVID_FINDINGS = {
-    "COVID-19": "Findings consistent with COVID-19 pneumonia.",
-    "COVID-19, ARDS": "Findings consistent with COVID-19 pneumonia and ARDS.",
-    "No Finding": "No acute cardiopulmonary abnormality.",
-}
-NIH_LABELS = {
-    "Atelectasis": "atelectasis",
-    "Cardiomegaly": "cardiomegaly",
-    "Consolidation": "consolidation",
-    "Edema": "pulmonary edema",
-    "Effusion": "pleural effusion",
-    "Emphysema": "emphysema",
-    "Fibrosis": "fibrosis",
-    "Hernia": "hiatal hernia",
-    "Infiltration": "infiltration",
-    "Mass": "mass",
-    "Nodule": "nodule",
-    "Pleural_Thickening": "pleural thickening",
-    "Pneumonia": "pneumonia",
-    "Pneumothorax": "pneumothorax",
-}
 IMAGING_TERMS = re.compile(
     r"opacit|consolidat|ground[- ]glass|infiltrat|effusion|pneumothorax|atelecta|"
     r"cardiomegaly|airspace|interstitial|reticul|nodul|lobe|zone|lung field",

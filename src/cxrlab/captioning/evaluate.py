@@ -9,6 +9,11 @@
 
 CIDEr's IDF weights come from the reference set, so it is only comparable between
 systems scored on the same references, which is how it is used here.
+
+N-gram scores on partly templated captions reward the template. :func:`grounding` asks
+whether a caption reads the image instead: its view (PA, AP, AP supine) and its finding
+labels, parsed as :mod:`cxrlab.captioning.data` writes them, against the reference's,
+and how many distinct captions a system writes.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from cxrlab.captioning.vocabulary import COVID_FINDINGS, NIH_LABELS, VIEWS
 from cxrlab.classification.retrieval import nearest_neighbours
 from cxrlab.core.errors import ConfigError, DataError
 
@@ -97,6 +103,48 @@ class CaptionScorer:
         return self._meteor
 
 
+# Longest first, so "ap supine" is not read as "ap" and "covid 19 pneumonia and ards"
+# not as "covid 19 pneumonia".
+_VIEWS = sorted({normalize_caption(v) for v in VIEWS.values()}, key=len, reverse=True)
+_FINDINGS = sorted(
+    {normalize_caption(f) for f in [*COVID_FINDINGS.values(), *NIH_LABELS.values()]},
+    key=len, reverse=True,
+)  # fmt: skip
+
+
+def caption_view_and_findings(text: str) -> tuple[str | None, frozenset[str]]:
+    """The view a caption names and the finding labels of its findings sentence.
+
+    ``"AP supine chest radiograph. Cardiomegaly and pleural effusion. ..."`` gives
+    ``("ap supine", {"cardiomegaly", "pleural effusion"})``; a caption with no such view or
+    sentence gives None or an empty set. Only the sentence right after the view is read,
+    so a clinical note that mentions an effusion does not count as a finding label.
+    """
+    first, _, rest = str(text).partition(".")
+    head = normalize_caption(first)
+    view = next((v for v in _VIEWS if head == f"{v} chest radiograph"), None)
+    sentence = f" {normalize_caption(rest.partition('.')[0])} "
+    found = set()
+    for finding in _FINDINGS:
+        if f" {finding} " in sentence:
+            found.add(finding)
+            sentence = sentence.replace(f" {finding} ", " ")
+    return view, frozenset(found)
+
+
+def grounding(references: Sequence[str], captions: Sequence[str]) -> dict[str, float]:
+    """View accuracy, finding-set accuracy (exact match) and distinct captions."""
+    if len(references) != len(captions) or not captions:
+        raise DataError(f"{len(captions)} captions for {len(references)} references.")
+    pairs = [(caption_view_and_findings(r), caption_view_and_findings(c))
+             for r, c in zip(references, captions, strict=True)]  # fmt: skip
+    return {
+        "view_accuracy": float(np.mean([r[0] == c[0] for r, c in pairs])),
+        "findings_accuracy": float(np.mean([r[1] == c[1] for r, c in pairs])),
+        "distinct_captions": len(set(captions)),
+    }
+
+
 def most_frequent_caption(train_captions: Sequence[str]) -> str:
     """The training caption that occurs most often (ties: the first seen)."""
     if not train_captions:
@@ -148,7 +196,7 @@ def score_systems(
     reference_concepts = [concepts_of(t) for t in references]
     scores = {}
     for name, captions in systems.items():
-        scores[name] = scorer.score(references, captions)
+        scores[name] = scorer.score(references, captions) | grounding(references, captions)
         predicted = [concepts_of(t) for t in captions]
         scores[name]["concept_f1"] = concept_f1(predicted, reference_concepts)
     baselines = [s for s in systems if s != "model"]
