@@ -406,6 +406,96 @@ def test_a_pretrained_llava_keeps_its_token_table_as_published(tmp_path):
     assert all(torch.equal(grads_lean[n], grads_whole[n]) for n in grads_lean)
 
 
+def _composed(tmp_path, **kw):
+    """The cpu LLaVA's shape: a pretrained CNN tower and a pretrained LM (both tiny here)."""
+    weights = tmp_path / "lite0.pth"
+    if not weights.is_file():
+        import timm
+
+        torch.manual_seed(1)
+        torch.save(timm.create_model("tf_efficientnet_lite0").state_dict(), weights)
+    lm = tmp_path / "lm"
+    if not lm.is_dir():
+        tiny.pretrained_lm(lm)
+    return dataclasses.replace(
+        tiny.captioner("llava", **kw), image_size=64,
+        vision=dataclasses.replace(tiny.CAPTION_VISION, arch="tf_efficientnet_lite0",
+                                   weights=str(weights)),
+        text=dataclasses.replace(tiny.CAPTION_TEXT, init="pretrained", weights=str(lm)),
+    )  # fmt: skip
+
+
+def test_a_llava_composed_from_pretrained_parts_starts_from_their_weights(tmp_path):
+    """The LM's weights and tokenizer (with its chat template), the CNN's last feature map as
+    image tokens (64 px / stride 32 = 4), a new projector: the cpu profile's LLaVA."""
+    from transformers import AutoModelForCausalLM
+
+    from cxrlab.core.pretrained import timm_encoder
+
+    torch.manual_seed(0)
+    captioner = build_captioner(_composed(tmp_path))
+    llava = captioner.model.eval().model
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "lm")
+    assert captioner.num_image_tokens == 4 and captioner.cfg.vision.patch_size == 32
+    assert torch.equal(llava.language_model.layers[0].self_attn.q_proj.weight,
+                       lm.model.layers[0].self_attn.q_proj.weight)  # fmt: skip
+    rows = lm.get_input_embeddings().weight  # one row more: <image>
+    assert torch.equal(llava.language_model.embed_tokens.weight[: len(rows)], rows)
+    cnn = timm_encoder("tf_efficientnet_lite0", tmp_path / "lite0.pth").eval()
+    x = pixel_values(captioner, tiny.caption_images(2))
+    with torch.no_grad():
+        tokens = llava.vision_tower(pixel_values=x).last_hidden_state
+        assert torch.equal(tokens, cnn.forward_features(x).flatten(2).transpose(1, 2))
+    ids = encode_captions(captioner, tiny.CAPTIONS[:1])["input_ids"][0].tolist()
+    assert captioner.tokenizer.decode(ids).startswith("<|begin_of_text|><|start_header_id|>user")
+
+
+def test_a_composed_llava_lora_trains_adapter_and_projector_and_reloads_from_its_sources(
+    tmp_path,
+):
+    """q/v LoRA plus the projector in full; the CNN keeps its batch-norm statistics; the
+    saved folder holds no base weights, and reloading rebuilds the base from the files."""
+    torch.manual_seed(0)
+    captioner = build_captioner(_composed(tmp_path))
+    before = {k: v.clone() for k, v in captioner.model.state_dict().items()}
+    cfg = CaptionTrainConfig(finetune="lora", lora_rank=4, epochs=2, batch_size=4, lr=1e-2,
+                             lora_targets=r".*language_model.*\.(q_proj|v_proj)",
+                             lora_modules_to_save=["multi_modal_projector"],
+                             augment=AugmentConfig())  # fmt: skip
+    images, texts = tiny.caption_images(), [tiny.CAPTIONS[i % 2] for i in range(8)]
+    train_captioner(captioner, (images, texts), (images, texts), cfg)
+    model = captioner.model
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable) and any("projector" in n for n in trainable)
+    assert all("lora_" in n or "modules_to_save" in n for n in trainable)
+    base = model.get_base_model().state_dict()
+    for key, value in before.items():
+        if "vision_tower" in key:  # weights and running statistics alike
+            assert torch.equal(base[key], value), key
+    save_captioner(captioner, tmp_path / "cap")
+    assert not (tmp_path / "cap/model.safetensors").exists()
+    reloaded = load_captioner(tmp_path / "cap")
+    x, batch = pixel_values(captioner, images[:2]), encode_captions(captioner, tiny.CAPTIONS)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(pixel_values=x, **batch).logits,
+                           reloaded.model(pixel_values=x, **batch).logits)  # fmt: skip
+
+
+def test_a_composed_llava_with_bad_parts_fails_in_one_sentence(tmp_path):
+    (tmp_path / "broken.gguf").write_bytes(b"GGUF but not really")
+    broken = str(tmp_path / "broken.gguf")
+    for weights, match in [(None, "text.weights is None: no such file"),
+                           (broken, "does not load as a causal LM")]:  # fmt: skip
+        text = dataclasses.replace(tiny.CAPTION_TEXT, init="pretrained", weights=weights)
+        cfg = dataclasses.replace(tiny.captioner("llava"), text=text)
+        with pytest.raises(DataError, match=match):
+            build_captioner(cfg)
+    captioner = build_captioner(tiny.captioner("llava"))
+    with pytest.raises(ConfigError, match="lora_targets 'nothing_here' match no module"):
+        add_lora(captioner, 2, 4, "nothing_here")
+
+
 # --- resumable batch inference --------------------------------------------------------------
 
 
@@ -534,3 +624,24 @@ def test_meteor_without_java_says_how_to_fix_it(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ConfigError, match="METEOR needs Java"):
         CaptionScorer(meteor=True).score(["a b"], ["a b"])
+
+
+def test_grounding_reads_the_view_and_the_finding_labels_not_the_notes():
+    from cxrlab.captioning.evaluate import caption_view_and_findings, grounding
+
+    assert caption_view_and_findings(
+        "AP supine chest radiograph. Cardiomegaly and pleural effusion. Small effusion."
+    ) == ("ap supine", frozenset({"cardiomegaly", "pleural effusion"}))
+    covid = "PA chest radiograph. Findings consistent with COVID-19 pneumonia and ARDS."
+    assert caption_view_and_findings(covid) == (
+        "pa",
+        frozenset({"findings consistent with covid 19 pneumonia and ards"}),
+    )
+    assert caption_view_and_findings("a chest film") == (None, frozenset())
+    refs = ["PA chest radiograph. Pneumonia.", "AP chest radiograph. Mass.",
+            "AP supine chest radiograph. Mass. Left lower lobe opacity."]  # fmt: skip
+    scores = grounding(refs, ["PA chest radiograph. Pneumonia.", "PA chest radiograph. Mass.",
+                              "AP supine chest radiograph. Mass."])  # fmt: skip
+    assert scores == {"view_accuracy": 2 / 3, "findings_accuracy": 1.0, "distinct_captions": 3}
+    with pytest.raises(DataError, match="2 captions for 3 references"):
+        grounding(refs, refs[:2])

@@ -83,3 +83,20 @@ def caption_images(n=8, seed=0):
     images[0::2, :, :16] += 150
     images[1::2, :, 16:] += 150
     return images
+
+
+def pretrained_lm(folder):
+    """A tiny Llama saved with a LLaMA-3-style tokenizer: a stand-in for a fetched LM."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from cxrlab.skeletons import llama3_tokenizer
+
+    tokenizer = llama3_tokenizer(" ".join(CAPTIONS).lower().replace(".", "").split())
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         tie_word_embeddings=True)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

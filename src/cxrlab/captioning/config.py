@@ -18,13 +18,24 @@ FAMILIES = ("blip", "llava")
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """The image encoder built from config (a ViT)."""
+    """The image encoder built from config: a ViT, or a pretrained CNN (llava family).
+
+    Attributes:
+        arch: ``vit`` (sizes below, random init), or a timm CNN name such as
+            ``tf_efficientnet_lite0``: its last feature map, one token per cell, is the
+            LLaVA's image (``weights``: its pretrained file; frozen under LoRA).
+        weights: The CNN's weight file (``core.pretrained.timm_encoder``); null: random.
+        hidden_size, num_layers, num_heads, intermediate_size: The ViT's sizes.
+        patch_size: The ViT's patch side (a CNN's is its stride, set when built).
+    """
 
     hidden_size: int = 256
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 1024
     patch_size: int = 16
+    arch: str = "vit"
+    weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,15 +43,19 @@ class TextConfig:
     """The text decoder built from config.
 
     Attributes:
-        init: ``minilm`` (BLIP only: sizes and weights from MiniLM-L6) or ``random``.
+        init: ``minilm`` (BLIP only: sizes and weights from MiniLM-L6), ``random``, or
+            ``pretrained`` (llava only: the causal LM and tokenizer in ``weights``).
+        weights: With ``init: pretrained``, a GGUF file (such as the fetched
+            SmolLM2-135M-Instruct) or a ``save_pretrained`` folder of a LLaMA-family LM.
         hidden_size, num_layers, num_heads, intermediate_size: Sizes when random.
     """
 
-    init: Literal["minilm", "random"] = "minilm"
+    init: Literal["minilm", "random", "pretrained"] = "minilm"
     hidden_size: int = 384
     num_layers: int = 6
     num_heads: int = 12
     intermediate_size: int = 1536
+    weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,19 @@ class CaptionerConfig:
             raise ConfigError(
                 f"captioning.model.family is '{self.family}'; "
                 f"expected one of {', '.join(FAMILIES)}."
+            )
+        if self.pretrained:  # the hub model replaces the parts below
+            return
+        if self.family == "blip" and (self.vision.arch != "vit" or self.text.init == "pretrained"):
+            raise ConfigError(
+                "a blip captioner built here has a ViT and a MiniLM or random decoder: set "
+                "captioning.model.vision.arch to vit and text.init to minilm or random "
+                "(profile cpu-blip does)."
+            )
+        if self.family == "llava" and self.text.init == "minilm":
+            raise ConfigError(
+                "captioning.model.text.init minilm is for the blip family; a llava takes "
+                "random or pretrained (with text.weights)."
             )
 
 
@@ -123,7 +151,9 @@ class CaptionTrainConfig:
         finetune: ``full`` trains every weight; ``lora`` only a peft LoRA adapter.
         lora_rank, lora_alpha, lora_targets: The adapter, when ``finetune`` is lora;
             ``lora_targets`` null takes the family's modules (BLIP's query/value, LLaMA's
-            q/k/v/o and MLP projections: ``DEFAULT_LORA_TARGETS``).
+            q/k/v/o and MLP projections: ``DEFAULT_LORA_TARGETS``); a string is a regex.
+        lora_modules_to_save: Modules trained in full next to the adapter and saved with
+            it, e.g. the new ``multi_modal_projector`` of a LLaVA composed here.
         gradient_checkpointing: Recompute activations in the backward pass instead of
             keeping them (less memory, about a third more time); the gpu-llava profile's.
         epochs, batch_size, optimizer, lr, weight_decay, schedule, warmup_frac: As every
@@ -146,7 +176,8 @@ class CaptionTrainConfig:
     finetune: Literal["full", "lora"] = "full"
     lora_rank: int = 16
     lora_alpha: float = 32.0
-    lora_targets: list[str] | None = None
+    lora_targets: list[str] | str | None = None
+    lora_modules_to_save: list[str] | None = None
     gradient_checkpointing: bool = False
     epochs: int = 16
     batch_size: int = 16

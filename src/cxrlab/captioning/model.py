@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from cxrlab.captioning.config import CaptionerConfig, TextConfig
+from cxrlab.captioning.vision import conv_tower
 from cxrlab.core.config import from_dict
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.core.utils import atomic_path
@@ -89,13 +90,12 @@ def build_captioner(cfg: CaptionerConfig) -> Captioner:
     """Build (or load, when ``cfg.pretrained``) the captioner ``cfg`` describes."""
     if cfg.pretrained:
         return _load_pretrained(cfg, cfg.pretrained)
+    if cfg.family == "llava":
+        return _llava_from_config(cfg)
     from transformers import BertTokenizerFast
 
     tokenizer = BertTokenizerFast.from_pretrained(minilm_dir())
-    if cfg.family == "blip":
-        return Captioner(_blip_from_config(cfg, len(tokenizer)), tokenizer, cfg)
-    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    return Captioner(_llava_from_config(cfg, tokenizer), tokenizer, cfg)
+    return Captioner(_blip_from_config(cfg, len(tokenizer)), tokenizer, cfg)
 
 
 def _blip_from_config(cfg: CaptionerConfig, vocab_size: int) -> torch.nn.Module:
@@ -133,11 +133,18 @@ def _blip_from_config(cfg: CaptionerConfig, vocab_size: int) -> torch.nn.Module:
 
 
 def pretrained_weights(captioner: Captioner) -> set[str]:
-    """Names of the parameters that start from MiniLM (empty unless ``text.init`` is minilm)."""
-    cfg = captioner.cfg
-    if cfg.pretrained or cfg.family != "blip" or cfg.text.init != "minilm":
+    """Names of the parameters that start pretrained in a captioner built here.
+
+    MiniLM's in a BLIP, the fetched LM's and CNN's in a LLaVA (empty with ``pretrained``).
+    """
+    cfg, model = captioner.cfg, captioner.model
+    if cfg.pretrained:
         return set()
-    return set(minilm_keys(captioner.model))
+    if cfg.family == "blip":
+        return set(minilm_keys(model)) if cfg.text.init == "minilm" else set()
+    parts = [".language_model.", "lm_head."] if cfg.text.init == "pretrained" else []
+    parts += [".vision_tower."] if cfg.vision.weights else []
+    return {n for n, _ in model.named_parameters() if any(p in f".{n}" for p in parts)}
 
 
 def minilm_keys(model: torch.nn.Module) -> dict[str, str]:
@@ -178,34 +185,90 @@ def load_minilm_decoder(model: torch.nn.Module) -> int:
     return len(copied)
 
 
-def _llava_from_config(cfg: CaptionerConfig, tokenizer: Any) -> torch.nn.Module:
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-    )
+def _llava_from_config(cfg: CaptionerConfig) -> Captioner:
+    """A LLaVA composed here: an image tower, a new projector and a language model.
+
+    The tower is a random ViT or a pretrained CNN (``vision.arch``); the LM a tiny random
+    Llama with MiniLM's WordPiece tokenizer or a pretrained LLaMA-family LM with its own.
+    """
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     v, t = cfg.vision, cfg.text
-    if t.init != "random":
-        raise ConfigError("captioning.model.text.init must be random for the llava family.")
-    vision = CLIPVisionConfig(
+    if t.init == "pretrained":
+        lm, tokenizer = _pretrained_lm(t.weights)
+    else:
+        from transformers import BertTokenizerFast
+
+        lm, tokenizer = None, BertTokenizerFast.from_pretrained(minilm_dir())
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    if lm is not None:  # the new <image> row: never predicted, replaced by image features
+        lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    text = lm.config if lm is not None else _tiny_llama(t, len(tokenizer))
+    tower = None if v.arch == "vit" else conv_tower(v.arch, v.weights, cfg.image_size)
+    vision = _tiny_clip_vision(cfg) if tower is None else tower.config
+    cfg = dataclasses.replace(cfg, vision=dataclasses.replace(v, patch_size=vision.patch_size))
+    config = LlavaConfig(
+        vision_config=vision.to_dict(), text_config=text.to_dict(),
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=(cfg.image_size // vision.patch_size) ** 2, vision_feature_layer=-1,
+        vision_feature_select_strategy="default" if tower is None else "full",
+    )  # fmt: skip
+    model = LlavaForConditionalGeneration(config)
+    if tower is not None:
+        model.model.vision_tower.load_state_dict(tower.state_dict())
+    if lm is not None:
+        model.model.language_model.load_state_dict(lm.model.state_dict())
+        model.lm_head.load_state_dict(lm.lm_head.state_dict())
+    return Captioner(model, tokenizer, cfg)
+
+
+def _tiny_clip_vision(cfg: CaptionerConfig):
+    from transformers import CLIPVisionConfig
+
+    v = cfg.vision
+    return CLIPVisionConfig(
         hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
         num_hidden_layers=v.num_layers, num_attention_heads=v.num_heads,
         image_size=cfg.image_size, patch_size=v.patch_size, projection_dim=v.hidden_size,
     )  # fmt: skip
-    text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=t.hidden_size,
+
+
+def _tiny_llama(t: TextConfig, vocab_size: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=t.hidden_size,
         intermediate_size=t.intermediate_size, num_hidden_layers=t.num_layers,
         num_attention_heads=t.num_heads, num_key_value_heads=t.num_heads,
         max_position_embeddings=512, pad_token_id=0, bos_token_id=101, eos_token_id=102,
     )  # fmt: skip
-    config = LlavaConfig(
-        vision_config=vision.to_dict(), text_config=text.to_dict(),
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        image_seq_length=(cfg.image_size // v.patch_size) ** 2, vision_feature_layer=-1,
-    )  # fmt: skip
-    return LlavaForConditionalGeneration(config)
+
+
+def _pretrained_lm(weights: str | None) -> tuple[torch.nn.Module, Any]:
+    """The causal LM and tokenizer in a GGUF file or a ``save_pretrained`` folder, in fp32.
+
+    Raises:
+        DataError: If ``weights`` is missing or does not load.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(weights or "")
+    if not weights or not path.exists():
+        raise DataError(
+            f"captioning.model.text.weights is {weights!r}: no such file; with text.init "
+            "pretrained it names the LM's GGUF file (dvc repro fetch_data@smollm2) or folder."
+        )
+    where = {"pretrained_model_name_or_path": path}
+    if path.is_file():
+        where = {"pretrained_model_name_or_path": path.parent, "gguf_file": path.name}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(**where)
+        model = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32)
+    except Exception as exc:  # noqa: BLE001 - gguf, safetensors or config errors alike
+        raise DataError(
+            f"{path} does not load as a causal LM ({type(exc).__name__}: {exc})."
+        ) from exc
+    return model, tokenizer
 
 
 def _load_pretrained(cfg: CaptionerConfig, source: str | Path) -> Captioner:
@@ -300,13 +363,20 @@ def is_quantized(model: torch.nn.Module) -> bool:
 
 
 def add_lora(
-    captioner: Captioner, rank: int, alpha: float, targets: list[str] | str | None = None
+    captioner: Captioner,
+    rank: int,
+    alpha: float,
+    targets: list[str] | str | None = None,
+    modules_to_save: list[str] | None = None,
 ) -> None:
     """Wrap the model in a peft LoRA on the ``targets`` modules; the rest is frozen.
 
-    ``targets`` None takes the family's default (:data:`DEFAULT_LORA_TARGETS`). A
-    quantised base is prepared for k-bit training first (norms in fp32, inputs that
-    carry gradients).
+    ``targets`` None takes the family's default (:data:`DEFAULT_LORA_TARGETS`);
+    ``modules_to_save`` train in full and are saved with the adapter. A quantised base is
+    prepared for k-bit training first (norms in fp32, inputs that carry gradients).
+
+    Raises:
+        ConfigError: If no module of the model matches ``targets``.
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -315,8 +385,15 @@ def add_lora(
         captioner.model = prepare_model_for_kbit_training(
             captioner.model, use_gradient_checkpointing=False
         )
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets)
-    captioner.model = get_peft_model(captioner.model, config)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets,
+                        modules_to_save=modules_to_save)  # fmt: skip
+    try:
+        captioner.model = get_peft_model(captioner.model, config)
+    except ValueError as exc:  # peft: "Target modules ... not found in the base model"
+        raise ConfigError(
+            f"captioning.train.lora_targets {targets!r} match no module of the "
+            f"{captioner.cfg.family} captioner ({exc})."
+        ) from exc
 
 
 def _is_peft(model: torch.nn.Module) -> bool:
@@ -332,7 +409,7 @@ def save_captioner(captioner: Captioner, directory: str | Path) -> None:
         tmp.mkdir(parents=True)
         if _is_peft(model):
             model.save_pretrained(tmp / "adapter")
-            if not cfg.pretrained:
+            if not rebuilt_on_load(cfg):
                 base = model.get_base_model()
                 state = {
                     k.replace(".base_layer.", "."): v
@@ -351,6 +428,14 @@ def save_captioner(captioner: Captioner, directory: str | Path) -> None:
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def rebuilt_on_load(cfg: CaptionerConfig) -> bool:
+    """Whether a LoRA captioner's frozen base comes back from its sources, not its folder.
+
+    The sources are the hub id, or the fetched weight files a LLaVA was composed from.
+    """
+    return bool(cfg.pretrained) or (cfg.family == "llava" and cfg.text.init == "pretrained")
+
+
 def load_captioner(directory: str | Path) -> Captioner:
     """Load what :func:`save_captioner` wrote (with its LoRA adapter, if any).
 
@@ -366,7 +451,9 @@ def load_captioner(directory: str | Path) -> Captioner:
     from transformers import AutoTokenizer, BlipForConditionalGeneration
 
     base = directory if (directory / "config.json").is_file() else cfg.pretrained
-    if cfg.family == "blip":
+    if base is None:  # a LLaVA composed from fetched weights, rebuilt from them
+        model = _llava_from_config(cfg).model
+    elif cfg.family == "blip":
         model = _from_pretrained(BlipForConditionalGeneration, base, cfg)
     else:  # an adapter goes back onto the base it was trained on: 4-bit on the GPU
         from transformers import LlavaForConditionalGeneration

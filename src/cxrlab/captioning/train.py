@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cxrlab.captioning.config import CaptionTrainConfig
-from cxrlab.captioning.evaluate import CaptionScorer
+from cxrlab.captioning.evaluate import CaptionScorer, grounding
 from cxrlab.captioning.model import (
     Captioner,
     add_lora,
@@ -110,7 +110,8 @@ def _prepare(captioner: Captioner, cfg: CaptionTrainConfig) -> set[str]:
     if cfg.gradient_checkpointing:
         captioner.model.gradient_checkpointing_enable({"use_reentrant": False})
     if cfg.finetune == "lora":
-        add_lora(captioner, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+        add_lora(captioner, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets,
+                 cfg.lora_modules_to_save)  # fmt: skip
     elif not is_quantized(captioner.model):  # trained in full: a half token table too
         captioner.model.get_input_embeddings().float()
     return pretrained
@@ -140,17 +141,19 @@ def _train_epoch(captioner, data, cfg: CaptionTrainConfig, epoch, optimizer, sch
 
 @torch.no_grad()
 def _validate(captioner, x_val, val_texts: list[str], scorer) -> dict[str, float]:
-    """Val loss, and BLEU-4, CIDEr and distinct share of greedy captions."""
+    """Val loss, and BLEU-4, CIDEr, distinct share, view and findings accuracy (greedy)."""
     captioner.model.eval()
     loss, generated = 0.0, []
     for i in range(0, len(val_texts), 32):
         x, texts_i = x_val[i : i + 32].to(device()), val_texts[i : i + 32]
         loss += caption_loss(captioner, x, texts_i).item() * len(texts_i)
         generated += generate_captions(captioner, x, 1, captioner.cfg.max_length)
-    scores = scorer.score(val_texts, generated)
+    scores = scorer.score(val_texts, generated) | grounding(val_texts, generated)
     return {
         "val_loss": loss / len(val_texts),
         "val_bleu_4": scores["bleu_4"],
         "val_cider": scores["cider"],
         "val_distinct": len(set(generated)) / len(generated),
+        "val_view_accuracy": scores["view_accuracy"],
+        "val_findings_accuracy": scores["findings_accuracy"],
     }
