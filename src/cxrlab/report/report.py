@@ -44,6 +44,8 @@ HEADLINE = [
     ("captioning", "test_cider", "captioning.paths.metrics", "model.cider"),
     ("captioning", "test_meteor", "captioning.paths.metrics", "model.meteor"),
     ("captioning", "test_concept_f1", "captioning.paths.metrics", "model.concept_f1"),
+    ("captioning", "test_view_accuracy", "captioning.paths.metrics", "model.view_accuracy"),
+    ("captioning", "test_distinct_captions", "captioning.paths.metrics", "model.distinct_captions"),
     ("concept_mapper", "roco_test_f1", "captioning.paths.mapper_metrics", "roco_test_concept_f1"),
     ("generation", "lcm_base_domain_fid", "diffusion.paths.metrics", "lcm.base.domain_fid"),
     ("generation", "lcm_lora_domain_fid", "diffusion.paths.metrics", "lcm.lora.domain_fid"),
