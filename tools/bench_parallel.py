@@ -1,6 +1,6 @@
 """Two classifier experiments, run one after the other and side by side.
 
-    python tools/bench_parallel.py [--epochs 7] [--out build/bench_parallel.tsv]
+    python -m tools.bench_parallel [--epochs 7] [--out build/bench_parallel.tsv]
 
 Run from the repository root with the environment's tools on PATH, alone on the machine
 (issue 18). It clones the repository into a scratch folder beside it (so ``../shared``
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from tools import queue
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (1, 2)  # the sequential run's; the queued runs take 3, 4 and 5, 6
@@ -58,32 +59,12 @@ def overrides(seed: int, epochs: int) -> tuple[str, ...]:
     return ("-S", f"classifier.train.seed={seed}", "-S", f"classifier.train.epochs={epochs}")
 
 
-def queue(repo: Path, epochs: int, tag: str, workers: str | None, seeds: tuple[int, ...]) -> float:
+def queued(repo: Path, epochs: int, tag: str, workers: str | None, seeds: tuple[int, ...]) -> float:
     """Seconds for ``seeds`` queued and run with ``dvc queue start -j 2``."""
-    for seed in seeds:
-        sh("dvc", "exp", "run", "--queue", "train_classifier", "-n", f"{tag}-s{seed}",
-           *overrides(seed, epochs), cwd=repo)  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "CXRLAB_WORKERS"}
-    env |= {"CXRLAB_WORKERS": workers} if workers else {}
-    start = time.perf_counter()
-    # Not sh(): the workers it starts would hold its output pipes open, and run() wait on them.
-    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    while True:
-        status = sh("dvc", "queue", "status", cwd=repo)
-        if "Queued" not in status and "Running" not in status:
-            break
-        if "0 active, 0 idle" in status and time.perf_counter() - start > 60:  # workers gone
-            sys.exit(f"the queue's workers stopped before its tasks:\n{status}")
-        time.sleep(1)
-    seconds = time.perf_counter() - start
-    while "0 active, 0 idle" not in status:  # idle workers linger ~10 s and would take the
-        time.sleep(1)  # next queue's tasks, with this queue's environment
-        status = sh("dvc", "queue", "status", cwd=repo)
-    done = [line for line in status.splitlines() if f"{tag}-s" in line and "Success" in line]
-    if len(done) != len(seeds):
-        sys.exit(f"a queued experiment failed:\n{status}")
-    return seconds
+    experiments = {
+        f"{tag}-s{seed}": ["train_classifier", *overrides(seed, epochs)] for seed in seeds
+    }
+    return queue.run_queue(repo, experiments, 2, workers)
 
 
 def launch(repo: Path, *launcher: str) -> float:
@@ -101,8 +82,8 @@ def run_all(repo: Path, epochs: int) -> list[tuple[str, float]]:
            *overrides(seed, epochs), cwd=repo)  # fmt: skip
     rows = [("sequential", time.perf_counter() - start)]
     # New seeds for each way: DVC's run cache would restore a seed's outputs, not train.
-    rows.append(("queue -j 2", queue(repo, epochs, "q", None, (3, 4))))
-    rows.append(("queue -j 2, CXRLAB_WORKERS=2", queue(repo, epochs, "qw", "2", (5, 6))))
+    rows.append(("queue -j 2", queued(repo, epochs, "q", None, (3, 4))))
+    rows.append(("queue -j 2, CXRLAB_WORKERS=2", queued(repo, epochs, "qw", "2", (5, 6))))
     log = sh("dvc", "queue", "logs", "qw-s5", cwd=repo)  # did the queue pass the budget on?
     budget = [line for line in log.splitlines() if "threads:" in line]
     rows.append((f"# queued stage's log: {budget[-1] if budget else 'no threads line'}", 0.0))

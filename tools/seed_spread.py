@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from cxrlab.report.report import lookup
+from tools import queue
 from tools.lora_sweep import runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,29 +41,18 @@ SEED_PARAMS = (
 FIXED = "data splits, the LoRA subset and the diffusion base model (VAE, UNet, LCM-LoRA)"
 
 
-def dvc(*args: str, env: dict | None = None) -> str:
+def dvc(*args: str) -> str:
     """Run ``dvc args`` in the repository; its stdout, or exit with its stderr's tail."""
-    proc = subprocess.run(["dvc", *args], cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"dvc {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return proc.stdout
+    return queue.dvc(ROOT, *args)
 
 
 def run_queue(seeds: list[int], jobs: int) -> float:
     """Queue one experiment per seed, run ``jobs`` at a time; the wall seconds."""
-    for seed in seeds:
-        dvc("exp", "run", "--queue", "-n", f"seed-{seed}",
-            *(arg for name in SEED_PARAMS for arg in ("-S", f"{name}={seed}")))  # fmt: skip
-    while "0 active, 0 idle" not in dvc("queue", "status"):  # a lingering worker would run
-        time.sleep(5)  # the seeds with its own environment, without CXRLAB_WORKERS
-    start = time.perf_counter()
-    # Not dvc(): the workers it starts would hold its output pipes open, and run() wait on them.
-    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=ROOT, check=True,
-                   env={**os.environ, "CXRLAB_WORKERS": str(jobs)},
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    while any(s in dvc("queue", "status") for s in ("Queued", "Running")):
-        time.sleep(10)
-    return time.perf_counter() - start
+    experiments = {
+        f"seed-{seed}": [arg for name in SEED_PARAMS for arg in ("-S", f"{name}={seed}")]
+        for seed in seeds
+    }
+    return queue.run_queue(ROOT, experiments, jobs, workers=str(jobs))
 
 
 def headlines(shown: list) -> dict[int, dict]:
