@@ -47,3 +47,18 @@ def test_the_pipeline_picture_is_dvc_dag():
     dag = subprocess.run([dvc, "dag", "--mermaid"], cwd=REPO, capture_output=True, text=True)
     assert dag.returncode == 0, dag.stderr
     assert block.strip() == dag.stdout.strip(), "regenerate it: dvc dag --mermaid"
+
+
+def test_results_table_tool_fills_value_and_spread_at_the_digits_shown():
+    from tools.results_table import rewrite
+
+    table = (
+        "| part | metric | `seg.dice` | 0.900 | 0.800 ± 0.010 |\n"
+        "|  | other | `seg.hd95` | 30.1 | – |\n"
+    )
+    headline = {"seg": {"dice": 0.95449, "hd95": 25.26}}
+    spread = {"seg": {"dice": {"mean": 0.9501, "std": 0.00123}, "hd95": {"std": None}}}
+    assert rewrite(table, headline, spread) == (
+        "| part | metric | `seg.dice` | 0.954 | 0.950 ± 0.001 |\n"
+        "|  | other | `seg.hd95` | 25.3 | – |\n"
+    )
