@@ -21,7 +21,7 @@ def test_the_results_table_reads_metrics_headline_json():
     )
     assert len(rows) >= 10 and {section for section, _, _ in rows} == set(headline)
     for section, key, shown in rows:
-        digits = len(shown.split(".")[1])
+        digits = len(shown.partition(".")[2])
         assert f"{headline[section][key]:.{digits}f}" == shown, f"{section}.{key}"
 
 
@@ -37,7 +37,7 @@ def test_the_results_table_shows_each_metrics_seed_spread():
     assert len(rows) >= 10
     for section, key, mean, std in rows:
         found = spread["metrics"][section][key]
-        digits = len(mean.split(".")[1])
+        digits = len(mean.partition(".")[2])
         assert (f"{found['mean']:.{digits}f}", f"{found['std']:.{digits}f}") == (mean, std), key
 
 
