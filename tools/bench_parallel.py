@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -105,17 +103,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench_parallel.tsv")
     args = parser.parse_args()
 
-    scratch = Path(tempfile.mkdtemp(prefix="bench-parallel-", dir=ROOT.parent))
-    repo = scratch / "repo"
-    (scratch / "shared").symlink_to((ROOT.parent / "shared").resolve())
-    try:
-        sh("git", "clone", "-q", str(ROOT), str(repo), cwd=scratch)
-        sh("dvc", "repro", "fetch_data@pneumoniamnist", cwd=repo)
-        sh("git", "commit", "-qam", "bench: data fetched", "--allow-empty", cwd=repo)
+    with queue.scratch_clone(ROOT, "bench-parallel-", "pneumoniamnist") as repo:
         rows = run_all(repo, args.epochs)
         aucs = val_aucs(repo)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
     base = rows[0][1]
     lines = ["way\tseconds\tratio_to_sequential"]

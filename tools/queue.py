@@ -13,9 +13,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -66,3 +70,24 @@ def run_queue(repo: Path, experiments: dict[str, list[str]], jobs: int,
     if len(done) != len(experiments):
         sys.exit(f"a queued experiment failed:\n{status}")
     return seconds
+
+
+@contextmanager
+def scratch_clone(root: Path, prefix: str, *fetch: str) -> Iterator[Path]:
+    """A throwaway clone of ``root`` beside it, so that ``../shared`` resolves.
+
+    The ``fetch_data@`` datasets named in ``fetch`` are reproduced and committed in it;
+    the clone is removed afterwards.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=root.parent))
+    repo = scratch / "repo"
+    (scratch / "shared").symlink_to((root.parent / "shared").resolve())
+    try:
+        subprocess.run(["git", "clone", "-q", str(root), str(repo)], check=True)
+        for name in fetch:
+            dvc(repo, "repro", f"fetch_data@{name}")
+        subprocess.run(["git", "commit", "-qam", "bench: data fetched", "--allow-empty"],
+                       cwd=repo, check=True)  # fmt: skip
+        yield repo
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
