@@ -123,6 +123,25 @@ def test_gpu_llava_profile_is_the_gpu_profile_with_a_qlora_llava_captioner():
     } | {"profile": "gpu-llava"}
 
 
+def test_the_cpu_captioner_is_the_composed_llava_and_cpu_blip_the_blip_built_here():
+    params = load_params(REPO / "params.yaml")
+    cpu = parse_section(params, "captioning")
+    assert (cpu.model.family, cpu.model.pretrained, cpu.train.finetune) == ("llava", None, "lora")
+    assert cpu.model.vision.arch == "tf_efficientnet_lite0" and cpu.model.text.init == "pretrained"
+    assert cpu.model.vision.weights.startswith(params["fetch"]["raw_dir"] + "/efficientnet_lite0/")
+    assert cpu.model.text.weights.startswith(params["fetch"]["raw_dir"] + "/smollm2/")
+    blip = parse_section({**params, "profile": "cpu-blip"}, "captioning")
+    assert (blip.model.family, blip.model.vision.arch, blip.model.text.init) == (
+        "blip", "vit", "minilm")  # fmt: skip
+    assert blip.train.finetune == "full" and blip.train.lora_targets is None
+    gpu = parse_section({**params, "profile": "gpu"}, "captioning")
+    assert gpu.model.family == "blip" and gpu.train.finetune == "full"
+    model = {**params["captioning"]["model"], "family": "blip"}
+    with pytest.raises(ConfigError, match="blip captioner built here has a ViT"):
+        parse_section({**params, "captioning": {**params["captioning"], "model": model}},
+                      "captioning")  # fmt: skip
+
+
 def leaves(tree, prefix=()):
     for key, value in tree.items():
         if isinstance(value, dict):
