@@ -92,9 +92,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--collect-only", action="store_true")
+    parser.add_argument(
+        "--queue-seconds",
+        type=float,
+        help="with --collect-only: the queue's "
+        "wall time, measured another way (its stage logs' first and last line)",
+    )
     args = parser.parse_args()
 
-    seconds = None if args.collect_only else run_queue(args.seeds, args.jobs)
+    seconds = args.queue_seconds if args.collect_only else run_queue(args.seeds, args.jobs)
     by_seed = headlines(json.loads(dvc("exp", "show", "--json")))
     if len(by_seed) < 3:
         print(f"warning: {len(by_seed)} seeds found ({list(by_seed)}); the target is 3 or more")
