@@ -39,8 +39,6 @@ PRETRAINED = [REPO / "data" / "raw" / name for name in ("efficientnet_lite0", "s
 
 def offline_mirrors() -> list[str]:
     """``fetch.mirrors`` of a test pipeline: the data mirror and the fetched weights."""
-    import pytest
-
     missing = [p for p in PRETRAINED if not p.is_dir()]
     if missing:
         pytest.skip(f"no {missing[0]}: run `make weights` (or `make test`) first")

@@ -327,11 +327,16 @@ def test_llava_lora_trains_only_the_adapter_and_reloads_identically(tmp_path):
                                 .replace("v_proj.", "v_proj.base_layer.")], value)  # fmt: skip
     save_captioner(captioner, tmp_path / "cap")
     assert (tmp_path / "cap/adapter/adapter_config.json").is_file()
-    reloaded = load_captioner(tmp_path / "cap")
+    _assert_reload_gives_the_same_logits(captioner, tmp_path / "cap", images)
+
+
+def _assert_reload_gives_the_same_logits(captioner, directory, images):
+    """The captioner saved in ``directory`` reloads to the same logits on ``images``."""
+    reloaded = load_captioner(directory)
     x, batch = pixel_values(captioner, images[:2]), encode_captions(captioner, tiny.CAPTIONS)
-    model.eval()
+    captioner.model.eval()
     with torch.no_grad():
-        assert torch.equal(model(pixel_values=x, **batch).logits,
+        assert torch.equal(captioner.model(pixel_values=x, **batch).logits,
                            reloaded.model(pixel_values=x, **batch).logits)  # fmt: skip
 
 
@@ -474,12 +479,7 @@ def test_a_composed_llava_lora_trains_adapter_and_projector_and_reloads_from_its
             assert torch.equal(base[key], value), key
     save_captioner(captioner, tmp_path / "cap")
     assert not (tmp_path / "cap/model.safetensors").exists()
-    reloaded = load_captioner(tmp_path / "cap")
-    x, batch = pixel_values(captioner, images[:2]), encode_captions(captioner, tiny.CAPTIONS)
-    model.eval()
-    with torch.no_grad():
-        assert torch.equal(model(pixel_values=x, **batch).logits,
-                           reloaded.model(pixel_values=x, **batch).logits)  # fmt: skip
+    _assert_reload_gives_the_same_logits(captioner, tmp_path / "cap", images)
 
 
 def test_a_composed_llava_with_bad_parts_fails_in_one_sentence(tmp_path):
