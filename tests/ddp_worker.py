@@ -52,7 +52,12 @@ def clip():
     images, labels = synthetic_split(64, np.random.default_rng(0))
     labels = labels.ravel()
     bundle = build_clip(tiny.CLIP)
-    cfg = ClipTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions=tiny.CLIP_CAPTIONS)
+    cfg = ClipTrainConfig(
+        epochs=3,
+        batch_size=16,
+        optim=tiny.optim(ClipTrainConfig, lr=3e-3),
+        captions=tiny.CLIP_CAPTIONS,
+    )
     history = train_clip(bundle, bundle.images_to_tensor(images), labels, list(CLASS_NAMES), cfg)
     return bundle.model, [row["train_loss"] for row in history.history]
 
@@ -66,7 +71,12 @@ def captioner():
 
     images, texts = tiny.caption_images(), [tiny.CAPTIONS[i % 2] for i in range(8)]
     model = build_captioner(tiny.captioner("blip"))
-    cfg = CaptionTrainConfig(epochs=4, batch_size=4, lr=1e-2, augment=AugmentConfig())
+    cfg = CaptionTrainConfig(
+        epochs=4,
+        batch_size=4,
+        optim=tiny.optim(CaptionTrainConfig, lr=1e-2),
+        augment=AugmentConfig(),
+    )
     result = train_captioner(model, (images, texts), (images, texts), cfg)
     return model.model, [row["val_loss"] for row in result.history]
 
@@ -81,7 +91,9 @@ def lora():
     pipe = build_pipeline(tiny.DIFFUSION, seed=0)
     z = encode_latents(pipe.vae, to_rgb(images, 16))
     cond = make_conditioning(pipe, ["normal lungs", "pneumonia"] * 12)
-    cfg = LoraTrainConfig(steps=6, eval_every=2, batch_size=8, lr=1e-2)
+    cfg = LoraTrainConfig(
+        steps=6, eval_every=2, batch_size=8, optim=tiny.optim(LoraTrainConfig, lr=1e-2)
+    )
     result = train_lora(pipe.unet, pipe.scheduler, z, cond, z[:8], cond, cfg)
     return pipe.unet, [row["train_loss"] for row in result.history]
 

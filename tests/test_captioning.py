@@ -164,7 +164,11 @@ def test_tiny_captioner_learns_saves_and_reloads_to_identical_logits(family, tmp
     captioner = build_captioner(tiny.captioner(family))
     images, texts = tiny.caption_images(), [tiny.CAPTIONS[i % 2] for i in range(8)]
     cfg = CaptionTrainConfig(
-        epochs=60, batch_size=8, lr=3e-2, augment=AugmentConfig(), align_weight=0.5
+        epochs=60,
+        batch_size=8,
+        optim=tiny.optim(CaptionTrainConfig, lr=3e-2),
+        augment=AugmentConfig(),
+        align_weight=0.5,
     )
     history = train_captioner(captioner, (images, texts), (images, texts), cfg).history
     assert history[-1]["val_loss"] < 0.1 * history[0]["val_loss"]
@@ -315,7 +319,8 @@ def test_llava_lora_trains_only_the_adapter_and_reloads_identically(tmp_path):
     captioner = build_captioner(tiny.captioner("llava"))
     before = {k: v.clone() for k, v in captioner.model.state_dict().items()}
     cfg = CaptionTrainConfig(finetune="lora", lora_rank=4, lora_targets=["q_proj", "v_proj"],
-                             epochs=2, batch_size=4, lr=1e-2, augment=AugmentConfig())  # fmt: skip
+                             epochs=2, batch_size=4, optim=tiny.optim(CaptionTrainConfig, lr=1e-2),
+                             augment=AugmentConfig())  # fmt: skip
     images, texts = tiny.caption_images(), [tiny.CAPTIONS[i % 2] for i in range(8)]
     train_captioner(captioner, (images, texts), (images, texts), cfg)
     model = captioner.model
@@ -463,7 +468,8 @@ def test_a_composed_llava_lora_trains_adapter_and_projector_and_reloads_from_its
     torch.manual_seed(0)
     captioner = build_captioner(_composed(tmp_path))
     before = {k: v.clone() for k, v in captioner.model.state_dict().items()}
-    cfg = CaptionTrainConfig(finetune="lora", lora_rank=4, epochs=2, batch_size=4, lr=1e-2,
+    cfg = CaptionTrainConfig(finetune="lora", lora_rank=4, epochs=2, batch_size=4,
+                             optim=tiny.optim(CaptionTrainConfig, lr=1e-2),
                              lora_targets=r".*language_model.*\.(q_proj|v_proj)",
                              lora_modules_to_save=["multi_modal_projector"],
                              augment=AugmentConfig())  # fmt: skip

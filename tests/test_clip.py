@@ -63,7 +63,7 @@ def trained(tmp_path_factory):
     cfg = ClipTrainConfig(
         epochs=6,
         batch_size=32,
-        lr=3e-3,
+        optim=tiny.optim(ClipTrainConfig, lr=3e-3),
         captions=tiny.CLIP_CAPTIONS,
         augment=AugmentConfig(shift=0.05),
     )
@@ -79,7 +79,8 @@ def trained(tmp_path_factory):
 
 def test_interrupted_clip_training_resumes_to_the_same_weights(tmp_path):
     split = load_pneumoniamnist(write_npz(tmp_path / "d.npz"))["train"]
-    cfg = ClipTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions=tiny.CLIP_CAPTIONS,
+    cfg = ClipTrainConfig(epochs=3, batch_size=16, optim=tiny.optim(ClipTrainConfig, lr=3e-3),
+                          captions=tiny.CLIP_CAPTIONS,
                           augment=AugmentConfig(shift=0.05))  # fmt: skip
 
     def fresh():

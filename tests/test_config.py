@@ -81,6 +81,26 @@ def test_a_model_config_left_out_takes_its_defaults():
         parse_section({**params, "lora": {**params["lora"], "stepz": 1}}, "lora")
 
 
+def test_every_trainer_reads_one_optim_block_and_a_partial_one_keeps_its_defaults():
+    from cxrlab.core.config import OptimConfig
+    from cxrlab.generation.config import LcmTrainConfig, LoraTrainConfig
+
+    params = load_params(REPO / "params.yaml")
+    lora = parse_section({**params, "lora": {"optim": {"lr": 0.02}}}, "lora")
+    # lr from the block; the schedule and warm-up stay the LoRA trainer's, not OptimConfig's
+    assert lora.optim == OptimConfig(lr=0.02, schedule="cosine", warmup_frac=0.05)
+    assert LoraTrainConfig().optim.schedule != LcmTrainConfig().optim.schedule
+    for section, where in (("lora", "lora"), ("classifier", "classifier.train")):
+        bad = load_params(REPO / "params.yaml")
+        block = bad[section] if section == "lora" else bad[section]["train"]
+        block["optim"]["lr"] = 0.0
+        with pytest.raises(ConfigError, match=f"'{where}.optim.lr' must be positive"):
+            parse_section(bad, section)
+        block["optim"] = {"lr": 0.1, "sched": "cosine"}
+        with pytest.raises(ConfigError, match=f"unknown param '{where}.optim.sched'"):
+            parse_section(bad, section)
+
+
 def gpu_params(tmp_path):
     params = load_params(REPO / "params.yaml")
     params["profile"] = "gpu"

@@ -92,7 +92,7 @@ def test_pipeline_round_trips_through_save_pretrained(pipe, tmp_path):
 def test_vae_training_lowers_reconstruction_error_and_sets_scale(pipe, images):
     x = to_rgb(images, 16)
     before = torch.nn.functional.mse_loss(pipe.vae(x).sample, x).item()
-    cfg = VaeTrainConfig(epochs=3, batch_size=8, lr=3e-3)
+    cfg = VaeTrainConfig(epochs=3, batch_size=8, optim=tiny.optim(VaeTrainConfig, lr=3e-3))
     result = train_vae(pipe.vae, x, x[:8], cfg)
     assert result.history[-1]["val_loss"] < before
     scale = set_latent_scale(pipe.vae, x)
@@ -131,7 +131,7 @@ def test_base_training_resumes_to_the_same_weights(pipe, images, tmp_path):
 def test_lora_resumes_to_the_same_weights_and_checkpoints_only_the_adapter(pipe, images, tmp_path):
     z = encode_latents(pipe.vae, to_rgb(images, 16))
     cond = make_conditioning(pipe, ["normal lungs", "pneumonia"] * (len(z) // 2))
-    cfg = LoraTrainConfig(steps=4, eval_every=1, lr=1e-2)
+    cfg = LoraTrainConfig(steps=4, eval_every=1, optim=tiny.optim(LoraTrainConfig, lr=1e-2))
     ckpt = tmp_path / "lora.pt"
     seen = {}
 
@@ -156,7 +156,7 @@ def test_lora_saves_and_reloads_to_identical_outputs(pipe, images, tmp_path, cap
     z = encode_latents(pipe.vae, to_rgb(images, 16))
     texts = ["normal lungs", "pneumonia"] * (len(z) // 2)
     cond = make_conditioning(pipe, texts)
-    cfg = LoraTrainConfig(steps=3, eval_every=2, lr=1e-2)
+    cfg = LoraTrainConfig(steps=3, eval_every=2, optim=tiny.optim(LoraTrainConfig, lr=1e-2))
     result = train_lora(pipe.unet, pipe.scheduler, z, cond, z[:4], cond, cfg)
     assert [row["epoch"] for row in result.history] == [1, 2]  # blocks of 2 + 1 steps
     trainable = {n for n, p in pipe.unet.named_parameters() if p.requires_grad}
@@ -320,7 +320,7 @@ def test_divergence_guard_stops_on_nan_and_on_a_sustained_rise_only():
     from cxrlab.core.loop import DivergenceGuard
 
     def guard():
-        return DivergenceGuard("val_loss", 2.0, 2, "lora", "lower lora.lr.", steps_per_row=50)
+        return DivergenceGuard("val_loss", 2.0, 2, "lora", "lower lora.optim.lr.", steps_per_row=50)
 
     g = guard()
     for epoch, loss in enumerate([0.2, 0.1, 0.25, 0.12, 0.3], start=1):  # one spike: fine
@@ -360,7 +360,7 @@ def test_lora_holds_for_five_times_the_default_steps(pipe, images, seed):
     steps = 5 * default.steps
     cfg = dataclasses.replace(default, seed=seed, steps=steps, eval_every=steps // 10,
                               batch_size=4)  # fmt: skip
-    assert (cfg.lr, cfg.schedule, cfg.max_grad_norm) == (default.lr, default.schedule, 1.0)
+    assert (cfg.optim, cfg.max_grad_norm) == (default.optim, 1.0)
     result = train_lora(pipe.unet, pipe.scheduler, z, cond, z[:8], cond, cfg)
     val = [row["val_loss"] for row in result.history]
     assert len(val) == 10 and all(np.isfinite(val))

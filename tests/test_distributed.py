@@ -39,7 +39,8 @@ def train(root: Path, *launcher: str) -> str:
 
 def test_two_ddp_processes_train_and_write_what_one_process_writes(workdir):  # noqa: F811
     root, params = workdir
-    params["classifier"]["train"].update(epochs=8, lr=0.01)  # enough to learn the blob
+    params["classifier"]["train"].update(epochs=8)
+    params["classifier"]["train"]["optim"]["lr"] = 0.01  # enough to learn the blob
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     paths = params["classifier"]["paths"]
     data = root / paths["data"]

@@ -195,7 +195,12 @@ def test_clip_trains_on_the_gpu_like_on_the_cpu(tiny_npz):
     from tests import tiny
 
     split = load_pneumoniamnist(tiny_npz)["train"]
-    cfg = ClipTrainConfig(epochs=3, batch_size=16, lr=3e-3, captions=tiny.CLIP_CAPTIONS)
+    cfg = ClipTrainConfig(
+        epochs=3,
+        batch_size=16,
+        optim=tiny.optim(ClipTrainConfig, lr=3e-3),
+        captions=tiny.CLIP_CAPTIONS,
+    )
 
     def train():
         torch.manual_seed(0)
@@ -221,7 +226,12 @@ def test_captioner_trains_and_decodes_on_the_gpu_like_on_the_cpu(family):
     from tests import tiny
 
     images, texts = tiny.caption_images(), [tiny.CAPTIONS[i % 2] for i in range(8)]
-    cfg = CaptionTrainConfig(epochs=4, batch_size=4, lr=1e-2, augment=AugmentConfig())
+    cfg = CaptionTrainConfig(
+        epochs=4,
+        batch_size=4,
+        optim=tiny.optim(CaptionTrainConfig, lr=1e-2),
+        augment=AugmentConfig(),
+    )
     captioners = {}
 
     def train():

@@ -230,7 +230,7 @@ def test_tiny_unet_learns_synthetic_lungs(covid):
     torch.manual_seed(0)
     train, val = tiny.segmentation_split(covid)
     model = build_segmenter(tiny.SEGMENTER)
-    cfg = SegTrainConfig(epochs=6, batch_size=4, lr=1e-2)
+    cfg = SegTrainConfig(epochs=6, batch_size=4, optim=tiny.optim(SegTrainConfig, lr=1e-2))
     result = train_segmenter(model, train, val, cfg)
     assert result.best_score > 0.8  # untrained nets score far lower on these blobs
     mask = predict_full_size(
@@ -242,7 +242,12 @@ def test_tiny_unet_learns_synthetic_lungs(covid):
 @pytest.mark.slow
 def test_interrupted_segmenter_training_resumes_to_the_same_weights(covid, tmp_path):
     train, val = tiny.segmentation_split(covid)
-    cfg = SegTrainConfig(epochs=3, batch_size=4, lr=1e-2, augment=AugmentConfig(rotate_deg=5))
+    cfg = SegTrainConfig(
+        epochs=3,
+        batch_size=4,
+        optim=tiny.optim(SegTrainConfig, lr=1e-2),
+        augment=AugmentConfig(rotate_deg=5),
+    )
 
     def fresh():
         torch.manual_seed(0)

@@ -103,7 +103,7 @@ def test_checkpoint_of_another_config_is_ignored(
             crash,
         )
     seen = []
-    other = replace(tiny_train_cfg, lr=1e-3, epochs=1)
+    other = replace(tiny_train_cfg, optim=replace(tiny_train_cfg.optim, lr=1e-3), epochs=1)
     train_classifier(
         build_classifier(tiny_model_cfg), splits["train"], splits["val"], other, ckpt, seen.append
     )
@@ -129,15 +129,13 @@ def test_hflip_only_mirrors_the_image():
 
 @pytest.mark.parametrize("schedule", ["onecycle", "linear"])
 def test_one_optimizer_builder_groups_decay_scale_and_frozen_weights(schedule):
-    from types import SimpleNamespace
-
+    from cxrlab.core.config import OptimConfig
     from cxrlab.core.loop import make_optimizer
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
     model[2].bias.requires_grad_(False)  # frozen: not optimised at all
-    cfg = SimpleNamespace(optimizer="adamw", lr=1e-2, weight_decay=0.1, schedule=schedule,
-                          warmup_frac=0.25, epochs=2)  # fmt: skip
-    optimizer, scheduler = make_optimizer(model, cfg, 4, scaled={"0.weight", "0.bias"}, scale=0.1)
+    cfg = OptimConfig(lr=1e-2, weight_decay=0.1, schedule=schedule, warmup_frac=0.25)
+    optimizer, scheduler = make_optimizer(model, cfg, 8, scaled={"0.weight", "0.bias"}, scale=0.1)
     groups = {
         tuple(sorted(n for n, p in model.named_parameters() if any(p is q for q in g["params"]))): g
         for g in optimizer.param_groups

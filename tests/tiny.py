@@ -4,6 +4,8 @@ Each is a part's smallest model that still runs the part's real code. Test modul
 these (and conftest's fixtures), never each other.
 """
 
+import dataclasses
+
 import numpy as np
 
 from cxrlab.captioning.config import CaptionerConfig, TextConfig, VisionConfig
@@ -14,10 +16,16 @@ from cxrlab.generation.config import TextConfig as PromptEncoderConfig
 from cxrlab.labeling.config import ClipArchConfig
 from cxrlab.segmentation.config import SegmenterConfig
 
+
+def optim(cls, **changes):
+    """Trainer config ``cls``'s default optimizer block with ``changes`` (a tiny run's lr)."""
+    return dataclasses.replace(cls().optim, **changes)
+
+
 # --- classification -------------------------------------------------------------------------
 CLASSIFIER = ClassifierConfig(arch="resnet18", width=8, stem="small")
 CLASSIFIER_TRAIN = TrainConfig(
-    seed=0, epochs=3, batch_size=16, lr=1e-2,
+    seed=0, epochs=3, batch_size=16, optim=optim(TrainConfig, lr=1e-2),
     augment=AugmentConfig(rotate_deg=5, shift=0.05, brightness=0.05),
 )  # fmt: skip
 

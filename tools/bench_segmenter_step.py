@@ -67,14 +67,14 @@ def main() -> None:
     cfg = replace(params.train, epochs=2)
     x, y = to_tensor(images, size), torch.as_tensor(masks).unsqueeze(1)
     warm = 2 * batch  # two warm-up steps each, untimed
-    optimizer, scheduler = make_optimizer(model, cfg, args.steps + 2)
+    optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.epochs * (args.steps + 2))
     model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     _train_epoch(model, x[:warm], y[:warm], cfg, 0, optimizer, scheduler)
     start = time.perf_counter()
     _train_epoch(model, x, y, cfg, 1, optimizer, scheduler)
     ours = (time.perf_counter() - start) / args.steps
 
-    optimizer = torch.optim.AdamW(twin.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(twin.parameters(), lr=cfg.optim.lr)
     plain_loop(twin, optimizer, x[:warm], y[:warm].float(), batch)
     plain = plain_loop(twin, optimizer, x, y.float(), batch) / args.steps
     print(json.dumps({"image_size": size, "batch": batch, "steps": args.steps,

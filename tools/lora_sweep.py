@@ -2,7 +2,7 @@
 
 Run the sweep first, e.g. `dvc exp run --queue -S 'lora.steps=200,500,1000,2000'` and
 `dvc queue start`, then: python tools/lora_sweep.py lora.steps plots/generation/lora_steps.png
-(add ``--where lora.lr=0.001`` to keep only the runs with that value of another param).
+(add ``--where lora.optim.lr=0.001`` to keep only the runs with that value of another param).
 
 Prints one markdown row per experiment that has generation metrics: the swept param,
 the val domain FID (the number to choose by), the test domain FID, class agreement

@@ -10,7 +10,7 @@ import importlib
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cxrlab.core.config import PARAMS_FILE, load_params, section
+from cxrlab.core.config import PARAMS_FILE, load_params, merge, section
 from cxrlab.core.errors import ConfigError
 
 T = TypeVar("T")
@@ -34,17 +34,6 @@ def section_class(name: str) -> type:
     """The dataclass of section ``name`` (a key of :data:`SECTIONS`)."""
     module, cls = SECTIONS[name].split(":")
     return getattr(importlib.import_module(module), cls)
-
-
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override`` laid over it, mappings merged key by key."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def apply_profile(params: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cxrlab.core.augment import AugmentConfig
-from cxrlab.core.config import check_positive
+from cxrlab.core.config import OptimConfig, check_positive
 from cxrlab.core.errors import ConfigError
 
 FAMILIES = ("blip", "llava")
@@ -156,12 +156,12 @@ class CaptionTrainConfig:
             it, e.g. the new ``multi_modal_projector`` of a LLaVA composed here.
         gradient_checkpointing: Recompute activations in the backward pass instead of
             keeping them (less memory, about a third more time); the gpu-llava profile's.
-        epochs, batch_size, optimizer, lr, weight_decay, schedule, warmup_frac: As every
-            trainer's (``core.loop.make_optimizer``); by default AdamW with a linear
-            warm-up over ``warmup_frac`` of the steps, then linear decay to 0.
+        epochs, batch_size: As every trainer's.
+        optim: By default AdamW with a linear warm-up over ``warmup_frac`` of the steps,
+            then linear decay to 0 (``core.config.OptimConfig``).
         pretrained_lr_scale: The learning rate of weights that start pretrained (the
-            MiniLM decoder layers) is ``lr`` times this; new weights (the ViT, the
-            cross-attention, the LM head) get ``lr``. Ignored with a pretrained captioner.
+            MiniLM decoder layers) is ``optim.lr`` times this; new weights (the ViT, the
+            cross-attention, the LM head) get ``optim.lr``. Ignored with a pretrained captioner.
         augment: Random affine and intensity changes of the training images.
         align_weight: Weight of an auxiliary image-text alignment loss (0 turns it off):
             a linear head on the mean-pooled image features regresses the caption's
@@ -181,11 +181,9 @@ class CaptionTrainConfig:
     gradient_checkpointing: bool = False
     epochs: int = 16
     batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "linear"
-    warmup_frac: float = 0.1
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(weight_decay=0.05, schedule="linear")
+    )
     pretrained_lr_scale: float = 0.1
     augment: AugmentConfig = field(
         default_factory=lambda: AugmentConfig(
@@ -206,7 +204,7 @@ class CaptionTrainConfig:
                 f"captioning.train.select is '{self.select}'; "
                 "expected val_loss, val_bleu_4 or val_cider."
             )
-        check_positive(self, "captioning.train", "epochs", "batch_size", "lr")
+        check_positive(self, "captioning.train", "epochs", "batch_size", "optim.lr")
 
 
 @dataclass(frozen=True)

@@ -76,8 +76,9 @@ def train_captioner(
     millions = [sum(p.numel() for p in ps) / 1e6 for ps in (trainable, model.parameters())]
     log.info("captioner: %s fine-tune, %.2fM of %.2fM weights trainable, %d images, %d epochs",
              cfg.finetune, *millions, len(texts), cfg.epochs)  # fmt: skip
+    steps = cfg.epochs * -(-len(texts) // cfg.batch_size)
     optimizer, scheduler = make_optimizer(
-        model, cfg, -(-len(texts) // cfg.batch_size), pretrained, cfg.pretrained_lr_scale
+        model, cfg.optim, steps, pretrained, cfg.pretrained_lr_scale
     )
     # fit keeps and checkpoints of a LoRA fine-tune only the adapter, not the frozen base
     weights = model if cfg.finetune == "full" else trainable_weights(model)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cxrlab.core.augment import AugmentConfig
-from cxrlab.core.config import check_positive
+from cxrlab.core.config import OptimConfig, check_positive
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,7 @@ class TrainConfig:
         image_size: Side the 28 px images are resized to (28 keeps them as they are).
         epochs: Passes over the training split.
         batch_size: Images per step.
-        lr: Peak learning rate.
-        weight_decay: AdamW/SGD weight decay.
-        optimizer: ``adamw`` or ``sgd`` (Nesterov momentum 0.9).
-        schedule: ``onecycle`` (warm-up then cosine decay), ``cosine``, ``linear`` or
-            ``constant`` (see ``core.loop.make_optimizer``).
-        warmup_frac: Fraction of steps spent warming up (``onecycle`` only).
+        optim: Optimizer and LR schedule (``core.config.OptimConfig``).
         label_smoothing: Cross-entropy label smoothing.
         class_weighting: ``balanced`` weights the loss by inverse class frequency.
         select_metric: Validation metric that picks the best epoch.
@@ -63,11 +58,9 @@ class TrainConfig:
     image_size: int = 28
     epochs: int = 10
     batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "onecycle"
-    warmup_frac: float = 0.2
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=1e-4, warmup_frac=0.2)
+    )
     label_smoothing: float = 0.0
     class_weighting: Literal["none", "balanced"] = "balanced"
     select_metric: Literal["auc", "loss", "balanced_accuracy"] = "auc"
@@ -75,7 +68,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        check_positive(self, "classifier.train", "epochs", "batch_size")
+        check_positive(self, "classifier.train", "epochs", "batch_size", "optim.lr")
 
 
 @dataclass(frozen=True)

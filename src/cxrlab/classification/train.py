@@ -59,7 +59,7 @@ def train_classifier(
     x_val = to_tensor(val.images, cfg.image_size).contiguous(memory_format=memory_format)
 
     steps_per_epoch = -(-len(y_train) // cfg.batch_size)
-    optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch)
+    optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.epochs * steps_per_epoch)
     trained = accelerator().prepare_model(model)  # DDP under several processes
     weight = _class_weights(train.labels) if cfg.class_weighting == "balanced" else None
     weight = weight.to(device()) if weight is not None else None

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -91,6 +92,9 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         )
     kwargs = {}
     for key, value in data.items():
+        default = _default(fields[key])
+        if isinstance(value, dict) and dataclasses.is_dataclass(default):
+            value = merge(dataclasses.asdict(default), value)  # a partial block keeps defaults
         kwargs[key] = _coerce(hints[key], value, _join(where, key))
     try:
         return cls(**kwargs)
@@ -103,6 +107,23 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
 
 def _required(field: dataclasses.Field) -> bool:
     return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` laid over it, mappings merged key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _join(where: str, key: str) -> str:
@@ -157,9 +178,38 @@ def _name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+@dataclass(frozen=True)
+class OptimConfig:
+    """``<trainer>.optim``: the optimizer and LR schedule, the same block in every trainer.
+
+    ``core.loop.make_optimizer`` builds both from it. Each trainer's config gives its own
+    defaults; a partial ``optim`` block in params.yaml keeps them for the keys it omits.
+
+    Attributes:
+        optimizer: ``adamw``, or ``sgd`` with Nesterov momentum 0.9.
+        lr: Peak learning rate.
+        weight_decay: Decay of weight matrices; biases and norms are never decayed.
+        schedule: ``onecycle`` (torch's OneCycleLR, warming up over ``warmup_frac``), or a
+            linear warm-up over ``warmup_frac`` of the steps followed by ``cosine`` or
+            ``linear`` decay to 0, or by a ``constant`` LR.
+        warmup_frac: Fraction of the training steps spent warming up.
+    """
+
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "onecycle"
+    warmup_frac: float = 0.1
+
+
 def check_positive(cfg, where: str, *names: str) -> None:
-    """Raise a ConfigError naming the first of ``names`` that is not positive."""
+    """Raise a ConfigError naming the first of ``names`` that is not positive.
+
+    A dotted name (``optim.lr``) reads a nested config.
+    """
     for name in names:
-        value = getattr(cfg, name)
+        value = cfg
+        for part in name.split("."):
+            value = getattr(value, part)
         if value <= 0:
             raise ConfigError(f"param '{where}.{name}' must be positive, got {value}.")

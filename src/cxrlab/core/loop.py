@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cxrlab.core.checkpoint import load_checkpoint, save_checkpoint
+from cxrlab.core.config import OptimConfig
 from cxrlab.core.errors import TrainingDiverged
 from cxrlab.core.runtime import grad_scaler, is_main_process, sync_gradients
 
@@ -42,18 +43,18 @@ class TrainResult:
 
 def make_optimizer(
     model: torch.nn.Module,
-    cfg: Any,
-    steps_per_epoch: int,
+    cfg: OptimConfig,
+    total_steps: int,
     scaled: Collection[str] = (),
     scale: float = 1.0,
 ):
     """AdamW or Nesterov SGD without decay on biases and norms, plus the LR schedule.
 
-    ``cfg`` has ``optimizer``, ``lr``, ``weight_decay``, ``schedule`` (``onecycle``,
-    ``cosine``, ``linear`` or ``constant``), ``warmup_frac`` and ``epochs``. ``cosine``,
-    ``linear`` and ``constant`` warm up linearly over ``warmup_frac`` of the steps, then
-    decay to 0 or stay (see :func:`lr_factor`). Only weights that require a gradient are
-    optimised; those named in ``scaled`` (pretrained ones, say) at ``scale`` times the LR.
+    The schedule (``cfg.schedule``) spans ``total_steps``: ``onecycle``, or a linear
+    warm-up over ``cfg.warmup_frac`` of the steps, then decay to 0 (``cosine``,
+    ``linear``) or a constant LR (see :func:`lr_factor`). Only weights that require a
+    gradient are optimised; those named in ``scaled`` (pretrained ones, say) at ``scale``
+    times the LR.
     """
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
@@ -72,7 +73,7 @@ def make_optimizer(
         optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr)
     else:
         optimizer = torch.optim.SGD(param_groups, lr=cfg.lr, momentum=0.9, nesterov=True)
-    total = cfg.epochs * steps_per_epoch
+    total = total_steps
     if cfg.schedule == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in param_groups], total_steps=total,

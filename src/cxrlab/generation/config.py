@@ -7,9 +7,8 @@ the sections into them (unknown or mistyped keys fail with their dotted name).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
-from cxrlab.core.config import check_positive
+from cxrlab.core.config import OptimConfig, check_positive
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
@@ -72,15 +71,11 @@ class VaeTrainConfig:
     seed: int = 0
     epochs: int = 8
     batch_size: int = 64
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "onecycle"
-    warmup_frac: float = 0.1
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3))
     kl_weight: float = 1e-6
 
     def __post_init__(self):
-        check_positive(self, "diffusion.vae_train", "epochs", "batch_size")
+        check_positive(self, "diffusion.vae_train", "epochs", "batch_size", "optim.lr")
 
 
 @dataclass(frozen=True)
@@ -95,17 +90,13 @@ class BaseTrainConfig:
     seed: int = 0
     epochs: int = 20
     batch_size: int = 64
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "onecycle"
-    warmup_frac: float = 0.05
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(warmup_frac=0.05))
     ema_decay: float = 0.999
     prompt: str = "a chest x-ray"
     uncond_prob: float = 0.1
 
     def __post_init__(self):
-        check_positive(self, "diffusion.base_train", "epochs", "batch_size")
+        check_positive(self, "diffusion.base_train", "epochs", "batch_size", "optim.lr")
 
 
 @dataclass(frozen=True)
@@ -113,9 +104,9 @@ class LoraTrainConfig:
     """``lora``: the LoRA fine-tune of the base UNet on the balanced, captioned subset.
 
     Attributes:
-        lr, schedule, warmup_frac: AdamW's peak LR, reached after a linear warm-up over
-            ``warmup_frac`` of the steps, then held (``constant``) or decayed to 0
-            (``cosine``, ``linear``). The schedule stretches with ``steps``.
+        optim: AdamW's peak LR, reached after a linear warm-up over ``warmup_frac`` of
+            the steps, then held (``constant``) or decayed to 0 (``cosine``, ``linear``);
+            the schedule stretches with ``steps`` (``core.config.OptimConfig``).
         max_grad_norm: Gradients are clipped to this global norm (0: no clipping).
         snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is usual); None
             weights every timestep equally.
@@ -133,11 +124,9 @@ class LoraTrainConfig:
     rank: int = 8
     alpha: float | None = None
     batch_size: int = 16
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "cosine"
-    warmup_frac: float = 0.05
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=1e-4, schedule="cosine", warmup_frac=0.05)
+    )
     max_grad_norm: float = 1.0
     snr_gamma: float | None = None
     uncond_prob: float = 0.1
@@ -151,7 +140,7 @@ class LoraTrainConfig:
     def __post_init__(self):
         check_positive(
             self, "lora", "steps", "rank", "batch_size", "eval_every", "val_per_class",
-            "diverge_factor", "diverge_patience",
+            "diverge_factor", "diverge_patience", "optim.lr",
         )  # fmt: skip
 
 
@@ -169,11 +158,9 @@ class LcmTrainConfig:
     steps: int = 1000
     rank: int = 16
     batch_size: int = 64
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "constant"
-    warmup_frac: float = 0.0
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(schedule="constant", warmup_frac=0.0)
+    )
     max_grad_norm: float = 0.0
     ddim_timesteps: int = 50
     teacher_guidance: float = 1.0
@@ -185,8 +172,9 @@ class LcmTrainConfig:
 
     def __post_init__(self):
         check_positive(
-            self, "diffusion.lcm", "steps", "rank", "batch_size", "eval_every", "ddim_timesteps"
-        )
+            self, "diffusion.lcm", "steps", "rank", "batch_size", "eval_every",
+            "ddim_timesteps", "optim.lr",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -280,7 +280,7 @@ def check_lora_record(directory: str | Path) -> dict:
     if record.get("diverged", True):
         raise DataError(
             f"the LoRA in {directory} diverged in training (val loss {record.get('val_loss')}, "
-            f"base model {record.get('base_val_loss')}); lower lora.lr and rerun train_lora."
+            f"base model {record.get('base_val_loss')}); lower lora.optim.lr and rerun train_lora."
         )
     return record
 

@@ -13,7 +13,6 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +76,7 @@ def train_vae(vae, train_x, val_x, cfg: VaeTrainConfig, checkpoint=None, on_epoc
     steps = len(train_x) // cfg.batch_size or 1
     vae.to(device())
     train_x, val_x = train_x.to(device()), val_x.to(device())
-    optimizer, scheduler = make_optimizer(vae, cfg, steps)
+    optimizer, scheduler = make_optimizer(vae, cfg.optim, cfg.epochs * steps)
 
     def loss(idx, gen):
         post = vae.encode(train_x[idx]).latent_dist
@@ -128,7 +127,7 @@ def train_base_unet(
     ema = copy.deepcopy(unet).requires_grad_(False)
     both = nn.ModuleDict({"unet": unet, "ema": ema})
     steps = len(latents) // cfg.batch_size or 1
-    optimizer, scheduler = make_optimizer(unet, cfg, steps)
+    optimizer, scheduler = make_optimizer(unet, cfg.optim, cfg.epochs * steps)
 
     def loss(idx, gen):
         emb = cond.batch(idx, cfg.uncond_prob, gen)
@@ -190,7 +189,8 @@ def train_lora(
     base_val_loss = validate()["val_loss"]  # the LoRA starts as a no-op: the base model's
     guard = DivergenceGuard(
         "val_loss", cfg.diverge_factor, cfg.diverge_patience, "lora",
-        f"lower lora.lr (now {cfg.lr:g}), raise lora.warmup_frac (now {cfg.warmup_frac:g}) "
+        f"lower lora.optim.lr (now {cfg.optim.lr:g}), raise lora.optim.warmup_frac "
+        f"(now {cfg.optim.warmup_frac:g}) "
         f"or lower lora.max_grad_norm (now {cfg.max_grad_norm:g}).", cfg.eval_every,
     )  # fmt: skip
 
@@ -349,9 +349,7 @@ def _fit_steps(unet, loss, n, cfg, checkpoint, on_epoch, validate, keep: Keep) -
     blocks = math.ceil(cfg.steps / cfg.eval_every)
     holder = trainable_weights(unet)
     # the schedule spans exactly cfg.steps, also when eval_every does not divide it
-    optimizer, scheduler = make_optimizer(
-        holder, SimpleNamespace(**asdict(cfg), epochs=1), cfg.steps
-    )
+    optimizer, scheduler = make_optimizer(holder, cfg.optim, cfg.steps)
 
     def block(i):
         steps = min(cfg.eval_every, cfg.steps - i * cfg.eval_every)

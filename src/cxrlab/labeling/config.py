@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cxrlab.core.augment import AugmentConfig
+from cxrlab.core.config import OptimConfig, check_positive
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,7 @@ class ClipTrainConfig:
         seed: Seeds shuffling, caption sampling and augmentation.
         epochs: Passes over the training images.
         batch_size: Image-caption pairs per step.
-        lr: Peak AdamW learning rate (one-cycle schedule).
-        weight_decay: AdamW weight decay on matrices.
-        warmup_frac: Fraction of steps warming up.
+        optim: Optimizer and LR schedule (``core.config.OptimConfig``; AdamW one-cycle).
         captions: Caption templates per class name, used for training only.
         augment: Random transforms of training images.
     """
@@ -75,11 +74,12 @@ class ClipTrainConfig:
     seed: int = 0
     epochs: int = 10
     batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_frac: float = 0.1
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(weight_decay=0.05))
     captions: dict[str, list[str]] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        check_positive(self, "clip.train", "epochs", "batch_size", "optim.lr")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -88,10 +87,7 @@ def train_clip(
     by_class = [torch.nonzero(caption_class == k)[:, 0] for k in range(len(class_names))]
     y = torch.as_tensor(labels)
     steps_per_epoch = -(-len(y) // cfg.batch_size)
-    optimizer, scheduler = make_optimizer(
-        model, SimpleNamespace(**asdict(cfg), optimizer="adamw", schedule="onecycle"),
-        steps_per_epoch,
-    )  # fmt: skip
+    optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.epochs * steps_per_epoch)
 
     def train_epoch(epoch: int) -> float:
         batches = (tokens, by_class, optimizer, scheduler)

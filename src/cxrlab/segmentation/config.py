@@ -7,10 +7,9 @@ the sections into them (unknown or mistyped keys fail with their dotted name).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from cxrlab.core.augment import AugmentConfig
-from cxrlab.core.config import check_positive
+from cxrlab.core.config import OptimConfig, check_positive
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,7 @@ class SegTrainConfig:
         seed: Seeds initialisation, shuffling and augmentation.
         epochs: Passes over the training split.
         batch_size: Images per step.
-        lr: Peak learning rate.
-        weight_decay: Weight decay (not on biases and norms).
-        optimizer: ``adamw`` or ``sgd``.
-        schedule: ``onecycle``, ``cosine``, ``linear`` or ``constant``.
-        warmup_frac: Fraction of steps spent warming up (``onecycle``).
+        optim: Optimizer and LR schedule (``core.config.OptimConfig``).
         dice_weight: Weight of the soft Dice loss.
         bce_weight: Weight of the binary cross-entropy.
         channels_last: Use the channels-last memory format (faster on CPU).
@@ -76,18 +71,14 @@ class SegTrainConfig:
     seed: int = 0
     epochs: int = 30
     batch_size: int = 8
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    schedule: Literal["onecycle", "cosine", "linear", "constant"] = "onecycle"
-    warmup_frac: float = 0.1
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-3, weight_decay=1e-4))
     dice_weight: float = 1.0
     bce_weight: float = 1.0
     channels_last: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        check_positive(self, "segmentation.train", "epochs", "batch_size")
+        check_positive(self, "segmentation.train", "epochs", "batch_size", "optim.lr")
 
 
 @dataclass(frozen=True)

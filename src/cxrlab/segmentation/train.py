@@ -72,7 +72,7 @@ def train_segmenter(
     x_train = to_tensor(train[0], train[0].shape[-1])
     y_train = torch.as_tensor(train[1]).unsqueeze(1)
     steps_per_epoch = -(-len(x_train) // cfg.batch_size)
-    optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch)
+    optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.epochs * steps_per_epoch)
 
     def train_epoch(epoch: int) -> float:
         return _train_epoch(model, x_train, y_train, cfg, epoch, optimizer, scheduler)
