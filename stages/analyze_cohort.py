@@ -4,12 +4,11 @@ Everything is read from the cohort database with the SQL in cxrlab.cohort.analys
 
 Inputs:  ``cohort.paths.database``; params ``cohort.analysis`` and
          ``segmentation.eval.age_bands`` (the bands of the Dice table).
-Outputs: ``cohort.paths.analysis_metrics`` (numbers and test statistics);
-         figures under ``cohort.paths.figures``; ``cohort.paths.summary`` (Markdown).
+Outputs: ``cohort.paths.analysis_live`` (dvclive: numbers and test statistics);
+         ``cohort.paths.figures``; ``cohort.paths.summary`` (Markdown).
 """
 
 import logging
-from pathlib import Path
 
 import pandas as pd
 
@@ -20,7 +19,8 @@ from cxrlab.cohort.figures import (
     demographics_figure,
     markdown_table,
 )
-from cxrlab.core.utils import atomic_path, write_json
+from cxrlab.core.live import write_metrics
+from cxrlab.core.utils import atomic_path
 from cxrlab.params import load_section
 from cxrlab.stage import run_stage
 
@@ -31,20 +31,18 @@ def main() -> None:
     """Run the queries, test the two comparisons, write metrics, figures and summary."""
     params = load_section("cohort")
     paths, cfg = params.paths, params.analysis
-    db, figures = paths.database, Path(paths.figures)
+    db, figures = paths.database, paths.figures
 
     demo = cohort.demographics(db)
-    demographics_figure(cohort.query(db, cohort.DEMOGRAPHICS), figures / "demographics.png")
+    demographics_figure(cohort.query(db, cohort.DEMOGRAPHICS), figures.demographics)
     views, findings = cohort.query(db, cohort.VIEWS), cohort.query(db, cohort.FINDINGS)
-    counts_figure(views, findings, cfg.top_findings, figures / "views_findings.png")
+    counts_figure(views, findings, cfg.top_findings, figures.views_findings)
 
     ctr_groups, ctr_test, ctr_sources = cohort.ctr_by_condition(db, cfg.cardiomegaly_finding)
-    comparison_figure(
-        ctr_groups, "cardiothoracic ratio", "CTR from landmark contours", figures / "ctr.png"
-    )
+    comparison_figure(ctr_groups, "cardiothoracic ratio", "CTR from landmark contours", figures.ctr)
     area_groups, area_test = cohort.lung_area_by_sex(db)
     comparison_figure(
-        area_groups, "lung area (cm²)", "NIH: segmented lung area", figures / "nih_lung_area.png"
+        area_groups, "lung area (cm²)", "NIH: segmented lung area", figures.nih_lung_area
     )
     dice = cohort.dice_by_subgroup(db, "test", load_section("segmentation").eval.age_bands)
     metrics = {
@@ -55,7 +53,7 @@ def main() -> None:
             f"{r.by}/{r.group}": {"n": int(r.n), "dice": r.dice} for r in dice.itertuples()
         },
     }
-    write_json(paths.analysis_metrics, metrics)
+    write_metrics(paths.analysis_live, metrics)
     write_summary(
         paths.summary, demo, (cfg.cardiomegaly_finding, ctr_test, ctr_sources), area_test, dice
     )

@@ -5,7 +5,7 @@ Inputs:  the folders in ``cohort.paths.sources`` (covid_lungseg index/metadata, 
          clinical.csv and contours); ``segmentation.paths.per_image`` (Dice per image)
          and ``segmentation.paths.nih_measurements`` (segmenter lung measurements).
 Outputs: ``cohort.paths.database`` (schema in docs/cohort_db.md) and
-         ``cohort.paths.build_metrics`` (row counts).
+         ``cohort.paths.build_live`` (dvclive: row counts).
 """
 
 import logging
@@ -15,7 +15,7 @@ import pandas as pd
 
 from cxrlab.cohort import database as cohort_db
 from cxrlab.core.errors import DataError
-from cxrlab.core.utils import write_json
+from cxrlab.core.live import write_metrics
 from cxrlab.params import load_section
 from cxrlab.stage import run_stage
 
@@ -45,7 +45,7 @@ def main() -> None:
     counts = cohort_db.build_database(
         paths.database, tables, scores[["image_id", "split", "dice", "iou", "hd95_px", "dice_raw"]]
     )
-    write_json(paths.build_metrics, {"rows": counts})
+    write_metrics(paths.build_live, {"rows": counts})
 
 
 if __name__ == "__main__":

@@ -6,14 +6,14 @@ radiology captions, which it never saw: text to CUIs, ImageCLEF F1 against the
 CUIs ROCO lists.
 
 Inputs:  ``captioning.paths.roco``; params ``captioning.concepts``.
-Outputs: ``captioning.paths.mapper`` (JSON table); ``captioning.paths.mapper_metrics``.
+Outputs: ``captioning.paths.mapper`` (JSON table); ``captioning.paths.mapper_live`` (dvclive).
 """
 
 import logging
 
 from cxrlab.captioning.concepts import concept_f1, tune_mapper
 from cxrlab.captioning.roco import read_roco
-from cxrlab.core.utils import write_json
+from cxrlab.core.live import write_metrics
 from cxrlab.params import load_section
 from cxrlab.stage import run_stage
 
@@ -33,8 +33,8 @@ def main() -> None:
         len(mapper.table), chosen["threshold"], chosen["min_count"], f1, len(test_rows),
     )  # fmt: skip
     mapper.save(params.paths.mapper)
-    write_json(
-        params.paths.mapper_metrics,
+    write_metrics(
+        params.paths.mapper_live,
         {
             "roco_test_concept_f1": f1,
             "roco_dev_concept_f1": chosen["dev_f1"],

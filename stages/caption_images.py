@@ -6,7 +6,7 @@ missing (none twice, none skipped). The final CSV is written once all are done.
 
 Inputs:  ``captioning.paths.{model,data}``; params ``captioning.decode``.
 Outputs: ``captioning.paths.predictions`` (image, reference, generated);
-         ``captioning.paths.inference_metrics`` (seconds, images per second).
+         ``captioning.paths.inference_live`` (dvclive: seconds, images per second).
 """
 
 import logging
@@ -18,8 +18,9 @@ import pandas as pd
 from cxrlab.captioning.data import load_caption_data
 from cxrlab.captioning.model import generate_captions, is_quantized, load_captioner, pixel_values
 from cxrlab.core.checkpoint import fingerprint
+from cxrlab.core.live import write_metrics
 from cxrlab.core.runtime import device
-from cxrlab.core.utils import md5sum, resumable_map, write_csv, write_json
+from cxrlab.core.utils import md5sum, resumable_map, write_csv
 from cxrlab.params import load_section
 from cxrlab.stage import run_stage
 
@@ -56,8 +57,8 @@ def main() -> None:
         {"image": pairs["image"], "reference": pairs["caption"], "generated": generated.values()}
     )
     write_csv(paths.predictions, table)
-    write_json(
-        paths.inference_metrics,
+    write_metrics(
+        paths.inference_live,
         {"images": len(table), "seconds": round(seconds, 1),
          "images_per_second": round(len(table) / max(seconds, 1e-9), 3)},
     )  # fmt: skip

@@ -5,11 +5,10 @@ similarity, FAISS); a neighbour is relevant when it has the query's label.
 
 Inputs:  ``classifier.paths.model``, ``classifier.paths.data``; params ``classifier.retrieval``.
 Outputs: ``classifier.paths.retrieval_live`` (dvclive metrics.json: precision@k);
-         ``<classifier.paths.figures>/retrieval.png``.
+         ``classifier.paths.figures.retrieval``.
 """
 
 import logging
-from pathlib import Path
 
 import numpy as np
 from dvclive import Live
@@ -59,7 +58,7 @@ def main() -> None:
         train.labels,
         neighbours[picks, :n],
         similarity[picks, :n],
-        Path(paths.figures) / "retrieval.png",
+        paths.figures.retrieval,
     )
 
 

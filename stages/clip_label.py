@@ -8,11 +8,10 @@ Inputs:  the CLIP named by ``clip.model_id`` (``local-dir:`` the trained one, or
          ``clip.paths.data``; params ``clip.model_id``, ``clip.label``.
 Outputs: ``clip.paths.labels`` (image_id, split, auto_label, ground_truth, confidence_score);
          ``clip.paths.label_live`` (dvclive metrics and confusion plots);
-         ``<clip.paths.figures>/confusion.png``.
+         ``clip.paths.figures.confusion``.
 """
 
 import logging
-from pathlib import Path
 
 import numpy as np
 from dvclive import Live
@@ -60,7 +59,7 @@ def main() -> None:
     title = (
         f"CLIP auto-labels vs ground truth ({params.model_id}, threshold {threshold:.2f} from val)"
     )
-    plot_confusion_matrices(counts, CLASS_NAMES, Path(paths.figures) / "confusion.png", title)
+    plot_confusion_matrices(counts, CLASS_NAMES, paths.figures.confusion, title)
 
 
 def _log_split(live, split: str, y, prob, threshold: float, ece_bins: int) -> dict:

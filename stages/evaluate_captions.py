@@ -8,8 +8,8 @@ UMLS CUIs in generated and reference captions alike and scored with the ImageCLE
 concept F1; both ImageCLEF CSV formats are written.
 
 Inputs:  ``captioning.paths.{predictions,data,model,mapper}``; ``captioning.evaluate``.
-Outputs: ``captioning.paths.metrics``; ``captioning.paths.concepts`` (CSVs);
-         ``<figures>/examples.png`` (test images spread over the split), ``<figures>/scores.png``.
+Outputs: ``captioning.paths.eval_live`` (dvclive); ``captioning.paths.concepts`` (CSVs);
+         ``paths.figures.examples`` (test images spread over the split), ``paths.figures.scores``.
 """
 
 import logging
@@ -29,7 +29,7 @@ from cxrlab.captioning.evaluate import (
 from cxrlab.captioning.figures import caption_examples_figure, caption_scores_figure
 from cxrlab.captioning.model import image_embeddings, load_captioner, pixel_values
 from cxrlab.core.errors import DataError
-from cxrlab.core.utils import write_json
+from cxrlab.core.live import write_metrics
 from cxrlab.params import load_section
 from cxrlab.stage import run_stage
 
@@ -64,17 +64,17 @@ def main() -> None:
     scores = score_systems(pred["reference"].tolist(), systems, mapper, scorer)
     for name, row in scores.items():
         log.info("%s: %s", name, ", ".join(f"{k} {row[k]:.4f}" for k in HEADLINE if k in row))
-    write_json(paths.metrics, scores | {"test_images": len(pred)})
+    write_metrics(paths.eval_live, scores | {"test_images": len(pred)})
     generated = _write_concepts(pred, systems["model"], mapper, Path(paths.concepts))
     picks = np.linspace(0, len(pred) - 1, params.evaluate.examples).round().astype(int)
     caption_examples_figure(
         test_images[picks], pred["reference"][picks].tolist(),
         [systems["model"][i] for i in picks],
         ["; ".join(dict.fromkeys(mapper.name(c) for c in generated[i])) for i in picks],
-        Path(paths.figures) / "examples.png",
+        paths.figures.examples,
     )  # fmt: skip
     keys = [k for k in (*HEADLINE, "concept_f1") if k in scores["model"]]
-    caption_scores_figure({s: scores[s] for s in systems}, keys, Path(paths.figures) / "scores.png")
+    caption_scores_figure({s: scores[s] for s in systems}, keys, paths.figures.scores)
 
 
 def _write_concepts(pred: pd.DataFrame, captions: list[str], mapper, out: Path) -> list:

@@ -5,11 +5,10 @@ and at that threshold.
 
 Inputs:  ``classifier.paths.model``, ``classifier.paths.data``; params ``classifier.eval``.
 Outputs: ``classifier.paths.eval_live`` (dvclive: metrics.json, sklearn plots);
-         ``<classifier.paths.figures>/{gradcam,failures}.png``.
+         ``classifier.paths.figures.{gradcam,failures}``.
 """
 
 import logging
-from pathlib import Path
 
 from dvclive import Live
 
@@ -54,11 +53,11 @@ def main() -> None:
     log.info(
         "test @val threshold %.3f: %s", val_threshold, _short(summary["test_at_val_threshold"])
     )
-    figures, images = Path(paths.figures), splits["test"].images
+    figures, images = paths.figures, splits["test"].images
     gradcam_figure(model, images, x["test"], y_test, prob["test"], val_threshold,
-                   cfg.gradcam_per_group, figures / "gradcam.png")  # fmt: skip
+                   cfg.gradcam_per_group, figures.gradcam)  # fmt: skip
     failure_gallery(images, y_test, prob["test"], val_threshold, cfg.failures,
-                    figures / "failures.png")  # fmt: skip
+                    figures.failures)  # fmt: skip
 
 
 def _short(metrics: dict) -> str:

@@ -1,19 +1,23 @@
-"""Stage evaluate_generation: domain FID, class agreement, diversity, speed and grids.
+"""Stage evaluate_generation: domain FID, Inception FID, class agreement, speed and grids.
 
-Scores every sampler x variant that generate_base and generate_lora wrote with the project's own
-PneumoniaMNIST classifier: Fréchet distance of its penultimate features against
-the real test images (and, as ``val_domain_fid``, against the real val images: the one
-to choose params by), the share of images it assigns to the prompted class, and mean
-pairwise feature distance; and the share of saturated pixels (black-and-white
-noise from a destroyed adapter is mostly that). Real images pass through the same resize to the
-generation resolution and back. References: real val vs real test, and test
-images reconstructed by the VAE (the autoencoder's floor). Each sampler's grid shows real
-test images and the first ``grid_columns`` per class of both variants (same seeds).
+Scores every sampler x variant that generate_base and generate_lora wrote with the
+project's own PneumoniaMNIST classifier: the Fréchet distance of its penultimate features
+against the real test images (``domain_fid``; ``val_domain_fid`` against the real val
+images is the one to choose params by), the same with the generated set cut to the test
+split's class mix (``domain_fid_matched``) and per class (``domain_fid_<class>``), the
+share of images it assigns to the prompted class, the mean pairwise feature distance, and
+the share of saturated pixels (black-and-white noise from a destroyed adapter is mostly
+that). Beside it the standard FID (``inception_fid``: InceptionV3 pool features at 299 px,
+class mix matched), when ``diffusion.evaluate.inception`` names the network. Real images
+pass through the same resize to the generation resolution and back. References: real val
+vs real test, and test images reconstructed by the VAE (the autoencoder's floor). Each
+sampler's grid shows real test images and the first ``grid_columns`` per class of both
+variants (same seeds).
 
 Inputs:  ``diffusion.paths.{generated,classifier,base,data}``; params
-         ``diffusion.generate`` (samplers, grid_columns).
-Outputs: ``diffusion.paths.metrics`` (generation.json); ``<figures>/scores.png`` and
-         ``<figures>/<sampler>_grid.png``.
+         ``diffusion.generate`` (samplers, grid_columns), ``diffusion.evaluate``.
+Outputs: ``diffusion.paths.eval_live`` (dvclive); ``paths.figures.scores`` and
+         ``paths.figures.<sampler>_grid``.
 """
 
 import json
@@ -25,15 +29,9 @@ import numpy as np
 from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
 from cxrlab.classification.model import embed, load_classifier, predict_proba
 from cxrlab.core.errors import DataError
+from cxrlab.core.live import write_metrics
 from cxrlab.core.transforms import to_tensor, to_uint8
-from cxrlab.core.utils import write_json
-from cxrlab.generation.evaluate import (
-    compare_samplers,
-    frechet_distance,
-    mean_pairwise_distance,
-    saturated_fraction,
-    score_set,
-)
+from cxrlab.generation.evaluate import SetScorer, compare_samplers, inception_features
 from cxrlab.generation.figures import plot_generation_scores, save_sample_grid
 from cxrlab.generation.model import reconstruct
 from cxrlab.params import load_section
@@ -41,43 +39,33 @@ from cxrlab.stage import run_stage
 
 log = logging.getLogger("evaluate_generation")
 VARIANTS = ("base", "lora")
+SPLITS = ("val", "test")
 
 
 def main() -> None:
     """Score each generated set and write the metrics and the figure."""
     params = load_section("diffusion")
-    paths, res = params.paths, params.model.resolution
-    features = _classifier_features(paths.classifier)
+    paths, res, weights = params.paths, params.model.resolution, params.evaluate.inception
     splits = load_pneumoniamnist(paths.data)
-    real = {s: to_uint8(to_tensor(splits[s].images, res)) for s in ("val", "test")}
-    real_test, _ = features(real["test"])
-    real_val, _ = features(real["val"])
+    real = {s: (to_uint8(to_tensor(splits[s].images, res)), splits[s].labels) for s in SPLITS}
+    inception = inception_features(weights) if weights else None
+    scorer = SetScorer(_classifier_features(paths.classifier), real, CLASS_NAMES, inception)
     scores: dict[str, dict[str, dict[str, float]]] = {}
     generated: dict[str, dict[str, np.ndarray]] = {}
     for variant, sampler, images, labels, speed in _generated_sets(Path(paths.generated)):
-        feats, prob = features(images)
-        row = score_set(feats, prob, labels, real_test, CLASS_NAMES) | speed
-        row["val_domain_fid"] = frechet_distance(feats, real_val)  # choose on this
-        row["saturated"] = saturated_fraction(images)
+        row = scorer.score(images, labels) | speed
         scores.setdefault(sampler, {})[variant] = row
         generated.setdefault(sampler, {})[variant] = images
         log.info("%s %s: %s", sampler, variant, {k: round(v, 4) for k, v in row.items()})
     for sampler, images in generated.items():
         _save_grid(sampler, images, labels, splits["test"], params.generate, paths.figures)
-    reference = {
-        "val_vs_test_fid": frechet_distance(real_val, real_test),
-        "vae_reconstruction_fid": frechet_distance(
-            features(reconstruct(paths.base, real["test"], res))[0], real_test
-        ),
-        "test_diversity": mean_pairwise_distance(real_test),
-        "test_saturated": saturated_fraction(real["test"]),
-    }
+    reference = scorer.reference(reconstruct(paths.base, real["test"][0], res))
     metrics = {**scores, "reference": reference}
     if {"lcm", "ddim"} <= set(scores):
         metrics["lcm_vs_ddim"] = compare_samplers(scores, "lcm", "ddim")
-    write_json(paths.metrics, metrics)
-    plot_generation_scores(scores, reference["val_vs_test_fid"], Path(paths.figures) / "scores.png")
-    log.info("reference %s; wrote %s", reference, paths.metrics)
+    write_metrics(paths.eval_live, metrics)
+    plot_generation_scores(scores, reference["val_vs_test_fid"], paths.figures.scores)
+    log.info("reference %s; wrote %s", reference, paths.eval_live)
 
 
 def _classifier_features(path: str):
@@ -112,7 +100,7 @@ def _save_grid(sampler, images: dict, labels, real, cfg, figures) -> None:
         for c, name in enumerate(CLASS_NAMES)
     ]
     title = f"{sampler}, {sampling.steps} steps, guidance {sampling.guidance_scale} (same seeds)"
-    save_sample_grid(rows, title, Path(figures) / f"{sampler}_grid.png")
+    save_sample_grid(rows, title, getattr(figures, f"{sampler}_grid"))
 
 
 def _read_json(path: Path) -> dict:

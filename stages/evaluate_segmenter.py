@@ -8,19 +8,19 @@ Inputs:  ``segmentation.paths.model``, ``segmentation.paths.raw``,
          ``segmentation.paths.prepared`` (manifest.csv); params ``segmentation.eval``.
 Outputs: ``segmentation.paths.eval_live`` (dvclive metrics.json: per split, and per sex,
          age band and view on test); ``segmentation.paths.per_image`` (per-image scores);
-         ``<figures>/test_dice_distribution.csv`` (DVC plot); ``<figures>/overlays.png``
-         and ``<figures>/dice_by_group.png``.
+         ``paths.figures.dice_distribution`` (DVC plot); ``paths.figures.overlays``
+         and ``paths.figures.dice_by_group``.
 """
 
 import logging
 from functools import partial
-from pathlib import Path
 
 import pandas as pd
 from dvclive import Live
 
 from cxrlab.core.utils import seed_everything, write_csv
 from cxrlab.params import load_section
+from cxrlab.segmentation.data import read_manifest
 from cxrlab.segmentation.evaluate import age_band, score_images, summarise
 from cxrlab.segmentation.figures import dice_by_group_figure, overlay_figure, pick_cases
 from cxrlab.segmentation.model import load_segmenter, predict_full_size
@@ -40,7 +40,7 @@ def main() -> None:
     predict = partial(
         predict_full_size, model, image_size=meta["image_size"], threshold=cfg.threshold
     )
-    manifest = pd.read_csv(Path(paths.prepared) / "manifest.csv")
+    manifest = read_manifest(paths.prepared)
     kept = manifest[manifest.status == "kept"]
     post = cfg.postprocess
     scores = score_images(predict, kept, paths.raw, post.keep, post.fill_holes)
@@ -51,13 +51,13 @@ def main() -> None:
     summary = _log_scores(paths.eval_live, scores, test)
 
     write_csv(paths.per_image, scores.drop(columns=["status", "reason"]))
-    figures = Path(paths.figures)
+    figures = paths.figures
     ranked = test.sort_values("dice").reset_index(drop=True)
     ranked["quantile"] = (ranked.index + 0.5) / len(ranked)
-    write_csv(figures / "test_dice_distribution.csv", ranked[["quantile", "dice", "dice_raw"]])
+    write_csv(figures.dice_distribution, ranked[["quantile", "dice", "dice_raw"]])
     cases = pick_cases(test, cfg.overlay_cases)
-    overlay_figure(cases, paths.raw, predict, figures / "overlays.png")
-    dice_by_group_figure(test, GROUPS, figures / "dice_by_group.png")
+    overlay_figure(cases, paths.raw, predict, figures.overlays)
+    dice_by_group_figure(test, GROUPS, figures.dice_by_group)
     log.info("test (%d images): Dice %.4f, IoU %.4f, HD95 %.1f px",
              *(summary[k] for k in ("n", "dice", "iou", "hd95_px")))  # fmt: skip
 

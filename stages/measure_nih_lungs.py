@@ -6,7 +6,7 @@ area, heights and widths come out in mm as well as pixels.
 Inputs:  ``segmentation.paths.model``, ``segmentation.paths.nih`` (images/, index.csv);
          params ``segmentation.eval`` (threshold, post-processing).
 Outputs: ``segmentation.paths.nih_measurements`` (one row per image) and
-         ``<segmentation.paths.figures>/nih_overlays.png``.
+         ``segmentation.paths.figures.nih_overlays``.
 """
 
 import logging
@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cxrlab.cohort.database import nih_spacing
+from cxrlab.cohort.database import nih_index, nih_spacing
 from cxrlab.core.figures import BAD, Panel, save_gallery
 from cxrlab.core.utils import seed_everything, write_csv
 from cxrlab.params import load_section
@@ -33,7 +33,7 @@ def main() -> None:
     paths, cfg = params.paths, params.eval
     seed_everything(params.train.seed)
     model, meta = load_segmenter(paths.model)
-    index = pd.read_csv(Path(paths.nih) / "index.csv")
+    index = nih_index(paths.nih)
     spacing = nih_spacing(index)
     rows, panels = [], []
     for name, mm in tqdm(list(zip(index["Image Index"], spacing, strict=True)), desc="NIH"):
@@ -50,7 +50,7 @@ def main() -> None:
     write_csv(paths.nih_measurements, table)
     save_gallery(
         [panels[:6], panels[6:]],
-        Path(paths.figures) / "nih_overlays.png",
+        paths.figures.nih_overlays,
         title="External NIH images: predicted lungs (not seen in training, no ground truth)",
         panel_size=2.2,
     )

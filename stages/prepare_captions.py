@@ -11,10 +11,12 @@ Outputs: ``captioning.paths.data``: ``captions.csv`` (image, patient, source, ca
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from cxrlab.captioning.data import build_caption_pairs, check_captions, load_pair_images
-from cxrlab.core.utils import atomic_path
+from cxrlab.captioning.data import (
+    build_caption_pairs,
+    check_captions,
+    load_pair_images,
+    save_caption_data,
+)
 from cxrlab.params import load_section
 from cxrlab.stage import run_stage
 
@@ -33,12 +35,7 @@ def main() -> None:
             "%s: %d images of %d patients, %d distinct captions",
             split, len(rows), rows["patient"].nunique(), rows["caption"].nunique(),
         )  # fmt: skip
-    with atomic_path(params.paths.data) as tmp:
-        tmp.mkdir(parents=True)
-        pairs.to_csv(tmp / "captions.csv", index=False)
-        np.savez_compressed(
-            tmp / "images.npz", images=images, image=pairs["image"].to_numpy().astype(str)
-        )
+    save_caption_data(params.paths.data, pairs, images)
 
 
 if __name__ == "__main__":

@@ -5,16 +5,20 @@ Inputs:  ``segmentation.paths.raw`` (images/, masks/, index.csv); params
 Outputs: ``segmentation.paths.prepared``: ``arrays.npz`` (images and coded masks at
          the input size, kept pairs only) and ``manifest.csv`` (every image with its
          split, status and the reason it was dropped);
-         ``segmentation.paths.prepare_metrics`` (counts per split and per reason).
+         ``segmentation.paths.prepare_live`` (dvclive: counts per split and per reason).
 """
 
 import logging
 
-import numpy as np
-
-from cxrlab.core.utils import atomic_path, write_json
+from cxrlab.core.live import write_metrics
 from cxrlab.params import load_section
-from cxrlab.segmentation.data import prepare_arrays, read_index, screen, split_by_patient
+from cxrlab.segmentation.data import (
+    prepare_arrays,
+    read_index,
+    save_prepared,
+    screen,
+    split_by_patient,
+)
 from cxrlab.stage import run_stage
 
 log = logging.getLogger("prepare_lungseg")
@@ -30,12 +34,7 @@ def main() -> None:
     index = index.join(kept["split"])
     images, masks = prepare_arrays(kept, paths.raw, cfg.image_size)
 
-    with atomic_path(paths.prepared) as tmp:
-        tmp.mkdir(parents=True)
-        np.savez_compressed(
-            tmp / "arrays.npz", images=images, masks=masks, image=kept.image.to_numpy(str)
-        )
-        index.to_csv(tmp / "manifest.csv", index=False)
+    save_prepared(paths.prepared, images, masks, index)
 
     counts = {
         "images": len(index),
@@ -46,7 +45,7 @@ def main() -> None:
     }
     for name, part in kept.groupby("split"):
         counts[name] = {"images": len(part), "patients": int(part.patientid.nunique())}
-    write_json(paths.prepare_metrics, counts)
+    write_metrics(paths.prepare_live, counts)
     log.info(
         "kept %d of %d images; %s",
         len(kept),

@@ -4,7 +4,7 @@ Inputs:  every stage's metrics files and figures (listed in dvc.yaml), dvc.yaml 
          and all of params.yaml (the active profile applied).
 Outputs: ``report.paths.summary`` (every artifact path per stage, the params, the headline
          metrics, the Python and package versions the pipeline ran with);
-         ``report.paths.headline`` (the numbers to compare across experiments);
+         ``report.paths.headline_live`` (dvclive: the numbers to compare across experiments);
          ``report.paths.html`` (figures embedded, opens offline); ROC and confusion
          figures under ``report.paths.figures``.
 """
@@ -17,6 +17,7 @@ import yaml
 
 from cxrlab.core.config import load_params
 from cxrlab.core.figures import plot_confusion_matrices
+from cxrlab.core.live import write_metrics
 from cxrlab.core.utils import atomic_path, write_json
 from cxrlab.params import apply_profile, load_section
 from cxrlab.report.html import Section, report_page
@@ -33,14 +34,14 @@ from cxrlab.stage import run_stage
 log = logging.getLogger("report")
 
 
-def classifier_figures(params: dict, figures: Path) -> None:
+def classifier_figures(params: dict, figures) -> None:
     """The test ROC and the confusion at the val-chosen threshold, from evaluate_classifier."""
     live = Path(params["classifier"]["paths"]["eval_live"])
     scores = json.loads(metrics_file(str(live)).read_text())
     roc = json.loads((live / "plots/sklearn/test/roc.json").read_text())["roc"]
-    roc_figure(roc, scores["test"]["auc"], figures / "classifier_roc.png")
+    roc_figure(roc, scores["test"]["auc"], figures.classifier_roc)
     counts = {"test, val threshold": scores["test_at_val_threshold"]}
-    plot_confusion_matrices(counts, ["normal", "pneumonia"], figures / "classifier_confusion.png")
+    plot_confusion_matrices(counts, ["normal", "pneumonia"], figures.classifier_confusion)
 
 
 def main() -> None:
@@ -48,7 +49,7 @@ def main() -> None:
     cfg = load_section("report")
     params = apply_profile(load_params())
     params.pop("profiles", None)
-    classifier_figures(params, Path(cfg.paths.figures))
+    classifier_figures(params, cfg.paths.figures)
 
     outputs = pipeline_outputs(yaml.safe_load(Path("dvc.yaml").read_text()), params)
     upstream = [p for stage, paths in outputs.items() if stage != "report" for p in paths]
@@ -57,7 +58,7 @@ def main() -> None:
     summary = {"profile": params["profile"], "headline": headline, "artifacts": outputs}
     env = environment()
     summary |= {"environment": env, "missing_artifacts": missing, "params": params}
-    write_json(cfg.paths.headline, headline)
+    write_metrics(cfg.paths.headline_live, headline)
     write_json(cfg.paths.summary, summary)
 
     sections: dict[str, Section] = {}

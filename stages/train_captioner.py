@@ -6,11 +6,10 @@ is kept. Checkpoints every epoch and resumes.
 
 Inputs:  ``captioning.paths.data``; params ``captioning.model``, ``captioning.train``.
 Outputs: ``captioning.paths.model`` (Hugging Face layout, ``adapter/`` for LoRA);
-         ``captioning.paths.live``; ``<figures>/training.png``.
+         ``captioning.paths.train_live``; ``paths.figures.training``.
 """
 
 import logging
-from pathlib import Path
 
 from cxrlab.captioning.data import load_caption_data, split_of
 from cxrlab.captioning.model import build_captioner, save_captioner
@@ -32,7 +31,7 @@ def main() -> None:
     seed_everything(cfg.seed)
     pairs, images = load_caption_data(paths.data)
     captioner = build_captioner(params.model)
-    with epoch_logger(paths.live) as (live, log_epoch):
+    with epoch_logger(paths.train_live) as (live, log_epoch):
         result = train_captioner(
             captioner, split_of(pairs, images, "train"), split_of(pairs, images, "val"), cfg,
             f"{paths.checkpoints}/captioner.pt", log_epoch,
@@ -41,7 +40,7 @@ def main() -> None:
         live.summary["train_seconds"] = round(result.seconds, 1)
     if not is_main_process():  # under `accelerate launch`, one process writes
         return
-    plot_training_curves(result.history, Path(paths.figures) / "training.png")
+    plot_training_curves(result.history, paths.figures.training)
     save_captioner(captioner, paths.model)
     log.info("saved %s (best epoch %d)", paths.model, result.best_epoch)
 

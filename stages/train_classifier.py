@@ -4,14 +4,13 @@ Inputs:  ``classifier.paths.data`` (the PneumoniaMNIST npz); params ``classifier
          and ``classifier.train``.
 Outputs: ``classifier.paths.model`` (model.safetensors + config.json);
          ``classifier.paths.train_live`` (dvclive: metrics.json and per-epoch curves);
-         ``<classifier.paths.figures>/training_curves.png``.
+         ``classifier.paths.figures.training_curves``.
 Resumes from ``classifier.paths.checkpoint`` when a previous run was interrupted.
 Runs as several processes with ``accelerate launch`` (cxrlab.core.runtime).
 """
 
 import logging
 from dataclasses import asdict
-from pathlib import Path
 
 from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
 from cxrlab.classification.model import build_classifier
@@ -54,7 +53,7 @@ def main() -> None:
         "best_epoch": result.best_epoch,
     }
     save_model(paths.model, model, meta)
-    plot_training_curves(result.history, Path(paths.figures) / "training_curves.png")
+    plot_training_curves(result.history, paths.figures.training_curves)
     log.info("saved %s", paths.model)
 
 

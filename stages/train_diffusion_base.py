@@ -10,11 +10,10 @@ stages downstream load exactly that snapshot (nothing is copied).
 Inputs:  ``diffusion.paths.data``, ``diffusion.paths.vae``; params ``diffusion.pretrained``,
          ``diffusion.model``, ``diffusion.base_train``.
 Outputs: ``diffusion.paths.base`` (``save_pretrained`` layout, or the pin);
-         ``<diffusion.paths.live>/train_diffusion_base``; ``<figures>/base_training.png``.
+         ``diffusion.paths.base_live``; ``paths.figures.base_training``.
 """
 
 import logging
-from pathlib import Path
 
 from cxrlab.classification.data import load_pneumoniamnist
 from cxrlab.core.figures import plot_training_curves
@@ -36,11 +35,11 @@ def main() -> None:
     params = load_section("diffusion")
     paths, cfg, res = params.paths, params.base_train, params.model.resolution
     seed_everything(cfg.seed)
-    figure = Path(paths.figures) / "base_training.png"
+    figure = paths.figures.base_training
     if params.pretrained:
         pin = pin_pretrained(params.pretrained, paths.base)
         log.info("pinned %s at revision %s", pin["source"], pin["revision"])
-        record_pretrained(f"{paths.live}/train_diffusion_base", figure, params.pretrained)
+        record_pretrained(paths.base_live, figure, params.pretrained)
         return
     pipe = build_pipeline(params.model, cfg.seed)
     pipe.vae = AutoencoderKL.from_pretrained(paths.vae)
@@ -52,7 +51,7 @@ def main() -> None:
     log.info(
         "training the UNet on %d latents %s", len(latents["train"]), latents["train"].shape[1:]
     )
-    with epoch_logger(f"{paths.live}/train_diffusion_base") as (_, log_epoch):
+    with epoch_logger(paths.base_live) as (_, log_epoch):
         result, ema = train_base_unet(
             pipe.unet, pipe.scheduler, latents["train"], latents["val"], cond["train"],
             cond["val"], cfg, f"{paths.checkpoints}/base.pt", log_epoch,

@@ -8,11 +8,10 @@ examples) on every PneumoniaMNIST training image with the base prompt, so that
 Inputs:  ``diffusion.paths.base``, ``diffusion.paths.data``; params ``diffusion.lcm``,
          ``diffusion.base_train.prompt``, ``diffusion.model.resolution``.
 Outputs: ``diffusion.paths.lcm_lora`` (``pytorch_lora_weights.safetensors``);
-         ``<diffusion.paths.live>/train_lcm_lora``; ``<figures>/lcm_training.png``.
+         ``diffusion.paths.lcm_live``; ``paths.figures.lcm_training``.
 """
 
 import logging
-from pathlib import Path
 
 from cxrlab.classification.data import load_pneumoniamnist
 from cxrlab.core.figures import plot_training_curves
@@ -32,11 +31,11 @@ def main() -> None:
     params = load_section("diffusion")
     paths, cfg, res = params.paths, params.lcm, params.model.resolution
     seed_everything(cfg.seed)
-    figure = Path(paths.figures) / "lcm_training.png"
+    figure = paths.figures.lcm_training
     if cfg.pretrained:
         log.info("copying the LCM-LoRA %s", cfg.pretrained)
         fetch_lora(cfg.pretrained, paths.lcm_lora)
-        record_pretrained(f"{paths.live}/train_lcm_lora", figure, cfg.pretrained)
+        record_pretrained(paths.lcm_live, figure, cfg.pretrained)
         return
     pipe = load_pipeline(paths.base)
     splits = load_pneumoniamnist(paths.data)
@@ -44,7 +43,7 @@ def main() -> None:
     prompt = params.base_train.prompt
     cond = {s: make_conditioning(pipe, [prompt] * len(z)) for s, z in latents.items()}
     log.info("distilling for %d steps (LoRA rank %d)", cfg.steps, cfg.rank)
-    with epoch_logger(f"{paths.live}/train_lcm_lora") as (_, log_epoch):
+    with epoch_logger(paths.lcm_live) as (_, log_epoch):
         result = distill_lcm(
             pipe.unet, pipe.scheduler, latents["train"], latents["val"], cond["train"],
             cond["val"], cfg, f"{paths.checkpoints}/lcm.pt", log_epoch,

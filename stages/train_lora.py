@@ -13,12 +13,11 @@ Inputs:  ``diffusion.paths.base``, ``diffusion.paths.subset``, ``diffusion.paths
          (val images); params ``lora``, ``diffusion.model.resolution``, ``clip.subset.text``.
 Outputs: ``diffusion.paths.lora`` (``pytorch_lora_weights.safetensors``, diffusers format,
          and ``cxrlab_lora.json``: the training record generate_lora checks);
-         ``<diffusion.paths.live>/train_lora`` (curves; ``kept``: the record);
-         ``<figures>/lora_training.png``.
+         ``diffusion.paths.lora_live`` (curves; ``kept``: the record);
+         ``paths.figures.lora_training``.
 """
 
 import logging
-from pathlib import Path
 
 from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
 from cxrlab.core.figures import plot_training_curves
@@ -50,7 +49,7 @@ def main() -> None:
         "LoRA rank %d, %d steps on %d images, prompts: %s",
         cfg.rank, cfg.steps, len(images), sorted(set(texts)),
     )  # fmt: skip
-    with epoch_logger(f"{paths.live}/train_lora") as (live, log_epoch):
+    with epoch_logger(paths.lora_live) as (live, log_epoch):
         result = train_lora(
             pipe.unet, pipe.scheduler, latents, cond, val_latents, val_cond, cfg,
             f"{paths.checkpoints}/lora.pt", log_epoch,
@@ -60,7 +59,7 @@ def main() -> None:
                                 for k, v in result.record.items()}  # fmt: skip
     if not is_main_process():  # under `accelerate launch`, one process writes
         return
-    plot_training_curves(result.history, Path(paths.figures) / "lora_training.png")
+    plot_training_curves(result.history, paths.figures.lora_training)
     save_lora(pipe.unet, paths.lora, result.record)
     log.info("saved %s: %s", paths.lora, result.record)
 

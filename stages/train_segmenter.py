@@ -4,13 +4,12 @@ Inputs:  ``segmentation.paths.prepared`` (arrays.npz, manifest.csv); params
          ``segmentation.model`` and ``segmentation.train``.
 Outputs: ``segmentation.paths.model`` (model.safetensors + config.json);
          ``segmentation.paths.train_live`` (dvclive: metrics.json, per-epoch curves);
-         ``<segmentation.paths.figures>/training_curves.png``.
+         ``segmentation.paths.figures.training_curves``.
 Checkpoints every epoch to ``segmentation.paths.checkpoint`` and resumes from it.
 """
 
 import logging
 from dataclasses import asdict
-from pathlib import Path
 
 from cxrlab.core.checkpoint import save_model
 from cxrlab.core.figures import plot_training_curves
@@ -31,11 +30,11 @@ def main() -> None:
     params = load_section("segmentation")
     paths, cfg = params.paths, params.train
     seed_everything(cfg.seed)
+    model = build_segmenter(params.model)  # a bad model config stops before any reading
     splits = load_prepared(paths.prepared)
     size = splits["train"][0].shape[-1]
     counts = {name: len(images) for name, (images, _) in splits.items()}
     log.info("train %d, val %d images at %d px", counts["train"], counts["val"], size)
-    model = build_segmenter(params.model)
     with epoch_logger(paths.train_live) as (live, log_epoch):
         result = train_segmenter(
             model, splits["train"], splits["val"], cfg, paths.checkpoint, log_epoch
@@ -49,7 +48,7 @@ def main() -> None:
         model,
         {"model": asdict(params.model), "image_size": size, "best_epoch": result.best_epoch},
     )
-    plot_training_curves(result.history, Path(paths.figures) / "training_curves.png")
+    plot_training_curves(result.history, paths.figures.training_curves)
     log.info("saved %s (val Dice %.4f)", paths.model, result.best_score)
 
 

@@ -9,11 +9,10 @@ With ``diffusion.pretrained`` set, it pins that pipeline (whose VAE is used) ins
 Inputs:  ``diffusion.paths.data``; params ``diffusion.pretrained``, ``diffusion.model``,
          ``diffusion.vae_train``.
 Outputs: ``diffusion.paths.vae`` (diffusers ``save_pretrained`` layout, or the pin);
-         ``<diffusion.paths.live>/train_vae`` (dvclive); ``<figures>/vae_training.png``.
+         ``diffusion.paths.vae_live`` (dvclive); ``paths.figures.vae_training``.
 """
 
 import logging
-from pathlib import Path
 
 from cxrlab.classification.data import load_pneumoniamnist
 from cxrlab.core.figures import plot_training_curves
@@ -33,17 +32,17 @@ def main() -> None:
     params = load_section("diffusion")
     paths, cfg, res = params.paths, params.vae_train, params.model.resolution
     seed_everything(cfg.seed)
-    figure = Path(paths.figures) / "vae_training.png"
+    figure = paths.figures.vae_training
     if params.pretrained:
         pin = pin_pretrained(params.pretrained, paths.vae)
         log.info("pinned %s at revision %s (its VAE)", pin["source"], pin["revision"])
-        record_pretrained(f"{paths.live}/train_vae", figure, params.pretrained)
+        record_pretrained(paths.vae_live, figure, params.pretrained)
         return
     splits = load_pneumoniamnist(paths.data)
     train_x, val_x = to_rgb(splits["train"].images, res), to_rgb(splits["val"].images, res)
     log.info("training the VAE on %d images at %d px", len(train_x), res)
     vae = build_vae(params.model.vae, res)
-    with epoch_logger(f"{paths.live}/train_vae") as (live, log_epoch):
+    with epoch_logger(paths.vae_live) as (live, log_epoch):
         result = train_vae(vae, train_x, val_x, cfg, f"{paths.checkpoints}/vae.pt", log_epoch)
         live.log_metric("best_epoch", result.best_epoch, plot=False)
         live.log_metric("val_psnr", result.history[result.best_epoch - 1]["val_psnr"], plot=False)

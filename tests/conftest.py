@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -34,7 +35,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 SHARED_DATA = REPO.parent / "shared" / "data"
 # The pretrained weight files `make weights` fetches: a second mirror for the pipelines the
 # tests run, so no test downloads them.
-PRETRAINED = [REPO / "data" / "raw" / name for name in ("efficientnet_lite0", "smollm2")]
+PRETRAINED = [
+    REPO / "data" / "raw" / name for name in ("efficientnet_lite0", "smollm2", "fid_inception")
+]
+
+
+def stage_metrics(root: Path, folder: str) -> dict:
+    """A stage's dvclive summary, ``<root>/<folder>/metrics.json``."""
+    return json.loads((Path(root) / folder / "metrics.json").read_text())
 
 
 def offline_mirrors() -> list[str]:

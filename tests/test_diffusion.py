@@ -17,9 +17,13 @@ from cxrlab.generation.config import (
     VaeTrainConfig,
 )
 from cxrlab.generation.evaluate import (
+    INCEPTION_RANGE,
+    SetScorer,
     class_agreement,
+    class_matched,
     compare_samplers,
     frechet_distance,
+    inception_features,
     mean_pairwise_distance,
     saturated_fraction,
 )
@@ -255,6 +259,69 @@ def test_frechet_distance_known_answers():
     )
     with pytest.raises(ValueError):
         frechet_distance(a, a[:, :3])
+
+
+def test_class_matched_takes_the_reference_mix_and_the_first_images_of_each_class():
+    generated, test = np.repeat([0, 1], 250), np.repeat([0, 1], [234, 390])  # 37.5 / 62.5 %
+    keep = class_matched(generated, test)
+    assert (generated[keep] == 0).sum() == 150 and (generated[keep] == 1).sum() == 250
+    assert keep[:150].tolist() == list(range(150))  # the first of each class, in order
+    val = np.repeat([0, 1], [135, 389])  # pneumonia-heavier than test: normal runs out first
+    assert np.bincount(val[class_matched(val, test)]).tolist() == [135, 225]
+
+
+def test_matching_the_class_mix_removes_the_fid_that_the_mix_alone_causes():
+    """Generated features from the real class distributions, only 50/50 instead of the
+    test split's 37.5/62.5: the unmatched FID counts the mix, the matched one hardly."""
+    rng = np.random.default_rng(0)
+    centre = {0: np.zeros(4), 1: np.full(4, 6.0)}
+
+    def draw(labels):
+        return np.stack([rng.normal(centre[c], 1.0) for c in labels])
+
+    test_labels, labels = np.repeat([0, 1], [750, 1250]), np.repeat([0, 1], 1000)
+    real = {"val": (draw(test_labels), test_labels), "test": (draw(test_labels), test_labels)}
+    scorer = SetScorer(lambda x: (x, np.full(len(x), 0.5)), real, ["normal", "pneumonia"])
+    row = scorer.score(draw(labels), labels)
+    assert row["domain_fid"] > 1.0 and row["domain_fid_matched"] < 0.1 * row["domain_fid"]
+    assert row["domain_fid_normal"] < 0.1 and row["domain_fid_pneumonia"] < 0.1
+    assert "inception_fid" not in row  # no Inception network given
+
+
+def test_inception_input_is_299_px_three_channels_in_the_networks_range(tmp_path):
+    class Probe(torch.nn.Module):
+        def forward(self, x):  # what the network sees, per image
+            size = torch.full_like(x[:, 0, 0, :1], float(x.shape[-1]))
+            return torch.cat([x.amin((1, 2, 3))[:, None], x.amax((1, 2, 3))[:, None], size,
+                              torch.full_like(size, float(x.shape[1]))], 1)  # fmt: skip
+
+    torch.jit.save(torch.jit.script(Probe()), tmp_path / "probe.pt")
+    images = np.stack([np.zeros((32, 32), np.uint8), np.full((32, 32), 255, np.uint8)])
+    out = inception_features(tmp_path / "probe.pt", batch_size=1)(images)
+    low, high = INCEPTION_RANGE
+    assert out[:, 2:].tolist() == [[299, 3], [299, 3]]
+    assert out[0, :2] == pytest.approx([low, low]) and out[1, :2] == pytest.approx([high, high])
+    (tmp_path / "not.pt").write_bytes(b"not a network")
+    with pytest.raises(DataError, match="not a TorchScript network"):
+        inception_features(tmp_path / "not.pt")
+    with pytest.raises(DataError, match="run the fetch_data stage"):
+        inception_features(tmp_path / "missing.pt")
+
+
+def test_the_fetched_fid_inception_gives_2048_features_that_tell_noise_from_x_rays():
+    weights = REPO / "data/raw/fid_inception/default_1.pt"
+    if not weights.is_file():
+        pytest.skip("fid_inception not fetched: make weights")
+    from cxrlab.classification.data import load_pneumoniamnist
+    from tests.conftest import SHARED_DATA
+
+    splits = load_pneumoniamnist(SHARED_DATA / "pneumoniamnist/pneumoniamnist.npz")
+    a, b = splits["test"].images[:20], splits["test"].images[20:40]
+    noise = np.random.default_rng(0).integers(0, 256, a.shape, dtype=np.uint8)
+    features = inception_features(weights)
+    fa, fb, fn = features(a), features(b), features(noise)
+    assert fa.shape == (20, 2048) and np.isfinite(fa).all()
+    assert frechet_distance(fa, fn) > 3 * frechet_distance(fa, fb)
 
 
 def test_class_agreement_and_diversity_known_answers():

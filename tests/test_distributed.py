@@ -21,8 +21,8 @@ BIN = Path(sys.executable).parent
 def outputs(root: Path, paths: dict) -> dict[str, Path]:
     """Every file the stage wrote, by path relative to ``root``."""
     found = {}
-    for top in (paths["model"], paths["train_live"], paths["figures"]):
-        for f in (root / top).rglob("*"):
+    for top in (paths["model"], paths["train_live"], *paths["figures"].values()):
+        for f in [root / top, *(root / top).rglob("*")]:
             if f.is_file():
                 found[str(f.relative_to(root))] = f
     return found

@@ -78,13 +78,13 @@ def test_queued_experiments_run_two_at_a_time(tmp_path):
 def test_lora_sweep_reads_every_experiment_of_dvc_exp_show(tmp_path):
     """`dvc exp show --json` nests experiments under their baseline; each run with
     generation metrics becomes one row, keyed by the swept param."""
-    from tools.lora_sweep import row, runs
+    from tools.lora_sweep import METRICS, row, runs
 
     def node(name, steps, fid):
         scores = {"val_domain_fid": fid, "domain_fid": fid + 1, "class_agreement_normal": 0.5,
                   "class_agreement_pneumonia": 0.9}  # fmt: skip
         params = {"params.yaml": {"data": {"lora": {"steps": steps}}}}
-        metrics = {"metrics/generation.json": {"data": {"lcm": {"lora": scores}}}}
+        metrics = {METRICS: {"data": {"lcm": {"lora": scores}}}}
         return {"rev": name[::-1], "name": name, "data": {"params": params, "metrics": metrics}}
 
     baseline = node("main", 200, 10.0)
@@ -113,9 +113,9 @@ def test_lora_sweep_reads_every_experiment_of_dvc_exp_show(tmp_path):
 HEADLINE_TRAIN = """
 import json, os, yaml
 p = yaml.safe_load(open("params.yaml"))
-os.makedirs("metrics", exist_ok=True)
+os.makedirs("metrics/headline", exist_ok=True)
 json.dump({"segmentation": {"test_dice": p["lora"]["steps"] / 1000}},
-          open("metrics/headline.json", "w"))
+          open("metrics/headline/metrics.json", "w"))
 json.dump({"val_loss": 0.5, "epoch": 3}, open("metrics/train.json", "w"))
 """
 
@@ -129,13 +129,13 @@ def test_make_exps_shows_the_changed_params_and_the_headline_metrics_only(tmp_pa
     makefile = (REPO / "Makefile").read_text()
     columns = re.search(r"^EXP_COLUMNS = (.*)$", makefile, re.M).group(1).replace("$$", "$")
     sections = list(yaml.safe_load((REPO / "params.yaml").read_text()))
-    sections += list(json.loads((REPO / "metrics" / "headline.json").read_text()))
+    sections += list(json.loads((REPO / "metrics" / "headline" / "metrics.json").read_text()))
     assert all(re.match(columns, f"{name}.x") for name in sections)  # none left out
 
     dvc_yaml = (
         "stages:\n  train:\n    cmd: python train.py\n    deps: [train.py]\n"
         "    params: [lora.steps, lora.rank]\n    metrics:\n"
-        "      - metrics/headline.json:\n          cache: false\n"
+        "      - metrics/headline/metrics.json:\n          cache: false\n"
         "      - metrics/train.json:\n          cache: false\n"
     )
     run = committed_pipeline(tmp_path, HEADLINE_TRAIN, dvc_yaml, "lora:\n  steps: 500\n  rank: 8\n")
@@ -149,7 +149,7 @@ def test_make_exps_shows_the_changed_params_and_the_headline_metrics_only(tmp_pa
 def test_seed_spread_groups_runs_by_their_seed_params():
     """Runs whose seed params all agree count once per seed; mixed seeds, unfinished runs
     and repeats are left out; mean and sample std come out right."""
-    from tools.seed_spread import SEED_PARAMS, headlines, spread
+    from tools.seed_spread import HEADLINE, SEED_PARAMS, headlines, spread
 
     def node(name, seed, dice, state="success", odd=None):
         params: dict = {}
@@ -162,7 +162,7 @@ def test_seed_spread_groups_runs_by_their_seed_params():
         headline = {"segmentation": {"test_dice": dice}}
         return {"rev": name, "name": name, "executor": {"state": state},
                 "data": {"params": {"params.yaml": {"data": params}},
-                         "metrics": {"metrics/headline.json": {"data": headline}}}}  # fmt: skip
+                         "metrics": {HEADLINE: {"data": headline}}}}  # fmt: skip
 
     baseline = node("main", 0, 0.90)
     baseline["experiments"] = [{"revs": [node("seed-1", 1, 0.92)]},

@@ -33,6 +33,7 @@ from tests.conftest import (
     copy_repository,
     offline_mirrors,
     run_timed,
+    stage_metrics,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -136,7 +137,7 @@ def test_the_gpu_profile_runs_every_stage_on_the_skeletons(repo):
     if FULL:
         summary = json.loads((root / params["report"]["paths"]["summary"]).read_text())
         assert summary["profile"] == "gpu" and summary["missing_artifacts"] == []
-        gen = json.loads((root / params["diffusion"]["paths"]["metrics"]).read_text())
+        gen = stage_metrics(root, params["diffusion"]["paths"]["eval_live"])
         assert {"lcm", "ddim"} <= set(gen)
     base = root / params["diffusion"]["paths"]["base"]
     pin = json.loads((base / "pretrained.json").read_text())  # SD-1.5 pinned, not copied

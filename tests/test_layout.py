@@ -1,5 +1,8 @@
 """The package layout: one package per pipeline part over a shared core, imports pointing down."""
 
+import re
+
+from tests.conftest import REPO
 from tools.code_deps import DVC_YAML, SECTION_PART, TOP_LEVEL, graph, layer, rewrite
 
 PARTS = {"classification", "segmentation", "cohort", "labeling", "generation", "captioning",
@@ -90,3 +93,16 @@ def test_test_modules_import_only_conftest_tiny_and_fixture_helpers():
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             wrong += [(path.name, n) for n in names if n.startswith("tests.test_")]
     assert not wrong
+
+
+def test_output_file_names_are_spelled_once_in_params():
+    """dvc.yaml and the stages take every figure and metrics path from params.yaml. After a
+    ``${...}/`` dvc.yaml spells only dvclive's own layout (``metrics.json``, ``plots/``)
+    and folder names that are params values themselves (fetched datasets, variants)."""
+    spelled = re.findall(r"\$\{[^}]+\}/([\w./-]+)", (REPO / "dvc.yaml").read_text())
+    files = [s for s in spelled if "." in s and not re.fullmatch(r"metrics\.json|plots/.+", s)]
+    assert spelled and files == []
+    for script in sorted((REPO / "stages").glob("*.py")):
+        code = re.sub(r'"""[\s\S]*?"""', "", script.read_text())  # docstrings may say names
+        # a figure or table named in a stage (dvclive names its own plots' JSON files)
+        assert not re.findall(r"[\"'][\w/{}-]+\.(?:png|csv)[\"']", code), script.name

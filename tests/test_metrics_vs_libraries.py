@@ -125,6 +125,15 @@ def test_frechet_distance_matches_pytorch_fid():
     )
     assert frechet_distance(a, b) == pytest.approx(theirs, rel=1e-8)
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    # fewer images than features, as with Inception's 2048: the exact low-rank route
+    a, b = (
+        RNG.normal(size=(40, 64)),
+        RNG.normal(0.2, 1.3, size=(30, 64)) @ RNG.normal(size=(64, 64)),
+    )
+    theirs = calculate_frechet_distance(
+        a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
+    )
+    assert frechet_distance(a, b) == pytest.approx(theirs, rel=1e-6)
 
 
 def test_grad_cam_matches_captum(tiny_model_cfg):

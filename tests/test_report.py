@@ -80,8 +80,8 @@ def test_headline_reads_each_number_from_its_stage_metrics(tmp_path, monkeypatch
     headline = headline_metrics(params)
     assert {(g, n): v for g, row in headline.items() for n, v in row.items()} == values
 
-    metrics_file(params["diffusion"]["paths"]["metrics"]).unlink()
-    with pytest.raises(DataError, match="generation.json not found"):
+    metrics_file(params["diffusion"]["paths"]["eval_live"]).unlink()
+    with pytest.raises(DataError, match="evaluate_generation/metrics.json not found"):
         headline_metrics(params)
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import logging
 
 import numpy as np
@@ -195,8 +196,35 @@ def test_augment_pair_moves_masks_with_images_and_keeps_codes():
 def test_unknown_encoder_is_a_config_error():
     with pytest.raises(ConfigError, match="decoder_channels"):
         build_segmenter(SegmenterConfig(encoder_depth=3, decoder_channels=[8, 8]))
-    with pytest.raises(ConfigError, match="cannot build segmenter"):
-        build_segmenter(SegmenterConfig(encoder="nope", encoder_depth=3, decoder_channels=[8] * 3))
+    small = {"encoder_depth": 3, "decoder_channels": [8] * 3}
+    with pytest.raises(ConfigError, match="'resnet1800' is not an encoder smp knows: did you "
+                       "mean resnet18"):  # fmt: skip
+        build_segmenter(SegmenterConfig(encoder="resnet1800", **small))
+    with pytest.raises(ConfigError, match="'tu-tf_efficientnet_lite9' .* did you mean tu-tf_eff"):
+        build_segmenter(SegmenterConfig(encoder="tu-tf_efficientnet_lite9", **small))
+
+
+def test_a_fetched_weight_file_fills_a_timm_encoder_with_its_stem_folded_to_grey(tmp_path):
+    """The cpu profile's pretrained option: the EfficientNet-Lite0 file (any tensor names,
+    timm's order) in smp's tu-tf_efficientnet_lite0; RGB stem kernels summed to one."""
+    import timm
+
+    torch.manual_seed(0)
+    source = timm.create_model("tf_efficientnet_lite0")
+    torch.save({f"_w{i}": v for i, v in enumerate(source.state_dict().values())},
+               tmp_path / "lite0.pth")  # fmt: skip
+    cfg = SegmenterConfig(encoder="tu-tf_efficientnet_lite0", encoder_depth=3,
+                          decoder_channels=[16, 8, 8],
+                          encoder_weights=str(tmp_path / "lite0.pth"))  # fmt: skip
+    encoder = build_segmenter(cfg).encoder.model
+    stem = source.conv_stem.weight
+    assert torch.equal(encoder.conv_stem.weight, stem.sum(1, keepdim=True))
+    assert torch.equal(encoder.blocks[1][0].conv_pw.weight, source.blocks[1][0].conv_pw.weight)
+    assert torch.equal(encoder.bn1.running_var, source.bn1.running_var)
+    with pytest.raises(DataError, match="does not exist: run `dvc repro fetch_data@"):
+        build_segmenter(dataclasses.replace(cfg, encoder_weights="data/raw/none/x.pth"))
+    with pytest.raises(ConfigError, match="a weight file needs a timm encoder"):
+        build_segmenter(dataclasses.replace(cfg, encoder="resnet18"))
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests import tiny
-from tests.conftest import REPO
+from tests.conftest import REPO, offline_mirrors, stage_metrics
 
 
 def stage_main(name):
@@ -35,21 +35,20 @@ def test_classifier_stages_chain_on_tiny_data(workdir):
         stage_main(stage)()
 
     assert (root / paths["model"] / "model.safetensors").is_file()
-    train = json.loads((root / paths["train_live"] / "metrics.json").read_text())
+    train = stage_metrics(root, paths["train_live"])
     assert train["best_epoch"] in (1, 2) and "best_val_auc" in train
     assert 0.1 < train["peak_rss_gb"] < 24  # what the run cost, in its metrics
     assert (root / paths["train_live"] / "plots/metrics/val/auc.tsv").is_file()
-    ev = json.loads((root / paths["eval_live"] / "metrics.json").read_text())
+    ev = stage_metrics(root, paths["eval_live"])
     for block in ("test", "test_at_val_threshold"):
         assert ev[block]["tn"] + ev[block]["fp"] + ev[block]["fn"] + ev[block]["tp"] == 24
         assert 0 <= ev[block]["accuracy"] <= 1
     for plot in ("confusion_matrix", "roc", "precision_recall"):
         assert (root / paths["eval_live"] / f"plots/sklearn/test/{plot}.json").is_file()
-    ret = json.loads((root / paths["retrieval_live"] / "metrics.json").read_text())
+    ret = stage_metrics(root, paths["retrieval_live"])
     assert set(ret["test"]) == {"precision_at_1", "precision_at_5", "precision_at_10"}
-    for fig in ("training_curves", "gradcam", "failures", "retrieval"):
-        png = root / paths["figures"] / f"{fig}.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
+    for fig in paths["figures"].values():
+        assert (root / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
 
 
 def test_unknown_param_stops_the_stage_with_one_line(workdir, capsys):
@@ -66,6 +65,21 @@ def test_unknown_param_stops_the_stage_with_one_line(workdir, capsys):
     assert "Traceback" not in "\n".join(err)
 
 
+def test_an_unknown_smp_encoder_stops_the_stage_with_one_line_and_writes_nothing(workdir, capsys):
+    root, params = workdir
+    params["segmentation"]["model"]["encoder"] = "resnet1800"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    from cxrlab.stage import run_stage
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(stage_main("train_segmenter"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 1 and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("error: segmentation.model.encoder 'resnet1800' is not an encoder")
+    paths = params["segmentation"]["paths"]
+    assert not (root / paths["model"]).exists() and not (root / paths["train_live"]).exists()
+
+
 def test_clip_stages_chain_on_tiny_data(workdir):
     root, params = workdir
     paths = params["clip"]["paths"]
@@ -79,7 +93,7 @@ def test_clip_stages_chain_on_tiny_data(workdir):
     lines = (root / paths["labels"]).read_text().splitlines()
     assert lines[0] == "image_id,split,auto_label,ground_truth,confidence_score"
     assert len(lines) == 1 + 64 + 24 + 24
-    metrics = json.loads((root / paths["label_live"] / "metrics.json").read_text())
+    metrics = stage_metrics(root, paths["label_live"])
     for split in ("train", "val", "test", "overall"):
         m = metrics[split]
         assert {"accuracy", "balanced_accuracy", "f1", "auc", "ece", "tn", "fp", "fn", "tp"} <= set(
@@ -99,7 +113,7 @@ def test_clip_stages_chain_on_tiny_data(workdir):
     rows = [json.loads(line) for line in (subset / "metadata.jsonl").read_text().splitlines()]
     assert len(rows) == 10 and all((subset / r["file_name"]).is_file() for r in rows)
     assert sorted({r["text"] for r in rows}) == sorted(params["clip"]["subset"]["text"].values())
-    assert (root / paths["figures"] / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert (root / paths["figures"]["confusion"]).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_unknown_label_source_is_rejected_by_the_schema(workdir, capsys):
@@ -144,25 +158,25 @@ def test_segmentation_and_cohort_stages_chain_on_tiny_data(workdir):
     ):
         stage_main(stage)()
 
-    prep = json.loads((root / seg["paths"]["prepare_metrics"]).read_text())
+    prep = stage_metrics(root, seg["paths"]["prepare_live"])
     assert prep["kept"] == 20 and prep["train"]["images"] + prep["test"]["images"] < 20
-    ev = json.loads((root / seg["paths"]["eval_live"] / "metrics.json").read_text())
+    ev = stage_metrics(root, seg["paths"]["eval_live"])
     assert 0 <= ev["test"]["dice"] <= 1 and ev["test"]["n"] == prep["test"]["images"]
     assert "dice" in ev["test"]["without_postprocess"] and "test_by_view" in ev
     per_image = (root / seg["paths"]["per_image"]).read_text().splitlines()
     assert len(per_image) == 21
     for fig in ("overlays", "dice_by_group", "nih_overlays", "training_curves"):
-        assert (root / seg["paths"]["figures"] / f"{fig}.png").stat().st_size > 5_000
+        assert (root / seg["paths"]["figures"][fig]).stat().st_size > 5_000
     cohort = params["cohort"]["paths"]
-    built = json.loads((root / cohort["build_metrics"]).read_text())
+    built = stage_metrics(root, cohort["build_live"])
     assert built["rows"]["segmentation_scores"] == 20
-    analysis = json.loads((root / cohort["analysis_metrics"]).read_text())
+    analysis = stage_metrics(root, cohort["analysis_live"])
     assert analysis["ctr_cardiomegaly_vs_others"]["n_a"] == 1  # the one Padchest image
     assert analysis["nih_lung_area_cm2_female_vs_male"]["n_a"] == 2
     summary = (root / cohort["summary"]).read_text()
     assert "Mann-Whitney" in summary and "| sex |" in summary
-    for fig in ("demographics", "views_findings", "ctr", "nih_lung_area"):
-        assert (root / cohort["figures"] / f"{fig}.png").is_file()
+    for fig in cohort["figures"].values():
+        assert (root / fig).read_bytes()[:4] == b"\x89PNG", fig
 
 
 def diffusion_workdir(root, params):
@@ -177,6 +191,8 @@ def diffusion_workdir(root, params):
     d["lcm"].update(steps=3, eval_every=2, batch_size=8, rank=2)
     d["generate"].update(per_prompt=3, batch_size=3, grid_columns=3)
     d["generate"]["samplers"] = {"lcm": {"steps": 2}, "ddim": {"steps": 3, "guidance_scale": 2.0}}
+    offline_mirrors()  # skips unless `make weights` fetched the FID Inception
+    d["evaluate"]["inception"] = str(REPO / d["evaluate"]["inception"])
     params["lora"].update(steps=3, eval_every=2, batch_size=4, rank=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     target = root / d["paths"]["data"]
@@ -222,19 +238,24 @@ def test_diffusion_stages_chain_on_tiny_data(workdir, monkeypatch):
     assert base.shape == (6, 16, 16)  # same seeds, and the LoRA changed the images:
     with np.load(root / paths["generated"] / "lora" / "lcm.npz") as npz:
         assert not np.array_equal(base, npz["images"])
-    metrics = json.loads((root / paths["metrics"]).read_text())
+    metrics = stage_metrics(root, paths["eval_live"])
     for sampler in ("lcm", "ddim"):
         for variant in ("base", "lora"):
             row = metrics[sampler][variant]
-            assert row["domain_fid"] >= 0 and 0 <= row["class_agreement"] <= 1
-            assert row["images_per_s"] > 0 and row["diversity"] > 0 and 0 <= row["saturated"] <= 1
-    assert set(metrics["lcm_vs_ddim"]) >= {"speedup_base", "fid_ratio_lora"}
+            assert row["domain_fid"] > 0 and row["inception_fid"] > 0, row
+            assert {"domain_fid_matched", "domain_fid_normal", "domain_fid_pneumonia"} <= set(row)
+            assert row["images_per_s"] > 0 and row["diversity"] > 0
+    assert set(metrics["lcm_vs_ddim"]) >= {
+        "speedup_base",
+        "fid_ratio_lora",
+        "inception_fid_ratio_lora",
+    }
+    assert metrics["reference"]["val_vs_test_inception_fid"] > 0
     assert metrics["reference"]["val_vs_test_fid"] >= 0
-    kept = json.loads((root / paths["live"] / "train_lora" / "metrics.json").read_text())["kept"]
+    kept = stage_metrics(root, paths["lora_live"])["kept"]
     assert kept["steps"] == params["lora"]["steps"] and kept["diverged"] == 0, kept
-    for fig in ("vae_training", "base_training", "lcm_training", "lora_training", "lcm_grid",
-                "ddim_grid", "scores"):  # fmt: skip
-        assert (root / paths["figures"] / f"{fig}.png").read_bytes()[:4] == b"\x89PNG", fig
+    for fig in paths["figures"].values():
+        assert (root / fig).read_bytes()[:4] == b"\x89PNG", fig
 
 
 def test_gpu_profile_path_loads_pretrained_pipeline_and_lcm_lora_by_path(workdir, tmp_path):
@@ -274,7 +295,7 @@ def test_gpu_profile_path_loads_pretrained_pipeline_and_lcm_lora_by_path(workdir
         assert torch.equal(a, b)
     lcm = root / paths["lcm_lora"] / "pytorch_lora_weights.safetensors"
     assert lcm.read_bytes() == (hub / "lcm" / "pytorch_lora_weights.safetensors").read_bytes()
-    live = json.loads((root / paths["live"] / "train_lcm_lora" / "metrics.json").read_text())
+    live = stage_metrics(root, paths["lcm_live"])
     assert live["trained_here"] == 0
     base.load_lora_weights(root / paths["lora"], adapter_name="lora")  # trained on the pin
 
@@ -327,12 +348,12 @@ def test_captioning_stages_chain_on_tiny_data(workdir):
         stage_main(stage)()
 
     paths = cap["paths"]
-    mapper = json.loads((root / paths["mapper_metrics"]).read_text())
+    mapper = stage_metrics(root, paths["mapper_live"])
     assert mapper["roco_test_concept_f1"] == 1.0  # the test captions repeat the fitted ones
     pairs = pd.read_csv(root / paths["data"] / "captions.csv")
     pred = pd.read_csv(root / paths["predictions"], keep_default_na=False)
     assert list(pred["image"]) == list(pairs.loc[pairs["split"] == "test", "image"])
-    metrics = json.loads((root / paths["metrics"]).read_text())
+    metrics = stage_metrics(root, paths["eval_live"])
     for system in ("model", "baseline_most_frequent", "baseline_nearest_image"):
         row = metrics[system]
         assert {"bleu_4", "rouge_l", "cider", "concept_f1", "rouge2_f"} <= set(row)
@@ -343,8 +364,8 @@ def test_captioning_stages_chain_on_tiny_data(workdir):
         lines = (concepts / f"{name}.csv").read_text().splitlines()
         assert lines[0] == "ID,CUIs" and len(lines) == len(pred) + 1
     assert "Cardiomegaly" not in (concepts / "reference_cuis.csv").read_text()
-    for fig in ("training", "examples", "scores"):
-        assert (root / paths["figures"] / f"{fig}.png").read_bytes()[:4] == b"\x89PNG", fig
+    for fig in paths["figures"].values():
+        assert (root / fig).read_bytes()[:4] == b"\x89PNG", fig
     # a rerun finds every caption in the partial file and recomputes none
     before = (root / paths["predictions"]).read_text()
     stage_main("caption_images")()

@@ -20,7 +20,7 @@ from typing import Any
 from cxrlab.generation.figures import plot_sweep
 from cxrlab.report.report import lookup
 
-METRICS = "metrics/generation.json"
+METRICS = "metrics/evaluate_generation/metrics.json"
 KEPT = "metrics/diffusion/train_lora/metrics.json"  # train_lora's dvclive summary
 
 

@@ -2,7 +2,7 @@
 
     python -m tools.results_table        # after `dvc repro` and `make seeds`
 
-Each row names its key in ``metrics/headline.json``; the value cell gets that metric and
+Each row names its key in ``metrics/headline/metrics.json``; the value cell gets that metric and
 the last cell ``mean ± std`` from ``metrics/seed_spread.json``, each at the digits the
 row already shows (tests/test_readme.py checks the same). A metric without a spread keeps
 ``–``.
@@ -37,7 +37,7 @@ def rewrite(readme: str, headline: dict, spread: dict) -> str:
 
 def main() -> None:
     """Rewrite README.md in place."""
-    headline = json.loads((ROOT / "metrics" / "headline.json").read_text())
+    headline = json.loads((ROOT / "metrics" / "headline" / "metrics.json").read_text())
     spread = json.loads((ROOT / "metrics" / "seed_spread.json").read_text())["metrics"]
     path = ROOT / "README.md"
     path.write_text(rewrite(path.read_text(), headline, spread))

@@ -28,7 +28,7 @@ from tools import queue
 from tools.lora_sweep import runs
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADLINE = "metrics/headline.json"
+HEADLINE = "metrics/headline/metrics.json"
 OUT = ROOT / "metrics" / "seed_spread.json"
 SEED_PARAMS = (
     "classifier.train.seed",

@@ -208,6 +208,15 @@ class CaptionTrainConfig:
 
 
 @dataclass(frozen=True)
+class CaptioningFigures:
+    """``captioning.paths.figures``: the file each figure of the part is written to."""
+
+    training: str
+    examples: str
+    scores: str
+
+
+@dataclass(frozen=True)
 class CaptioningPaths:
     """``captioning.paths``: inputs, models and outputs of the captioning stages."""
 
@@ -220,11 +229,11 @@ class CaptioningPaths:
     checkpoints: str
     predictions: str
     concepts: str
-    live: str
-    metrics: str
-    mapper_metrics: str
-    inference_metrics: str
-    figures: str
+    train_live: str
+    eval_live: str
+    mapper_live: str
+    inference_live: str
+    figures: CaptioningFigures
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,10 @@ import pandas as pd
 from cxrlab.captioning.config import CaptionDataConfig
 from cxrlab.captioning.vocabulary import COVID_FINDINGS, NIH_LABELS, VIEWS
 from cxrlab.core.errors import DataError
+from cxrlab.core.utils import atomic_path
 from cxrlab.segmentation.data import normalize_xray, read_gray, read_index, resize, split_by_patient
 
+CAPTION_TABLE, CAPTION_IMAGES = "captions.csv", "images.npz"  # prepare_captions' files
 IMAGING_TERMS = re.compile(
     r"opacit|consolidat|ground[- ]glass|infiltrat|effusion|pneumothorax|atelecta|"
     r"cardiomegaly|airspace|interstitial|reticul|nodul|lobe|zone|lung field",
@@ -153,6 +155,15 @@ def split_of(pairs: pd.DataFrame, images: np.ndarray, split: str) -> tuple[np.nd
     return images[rows], pairs.loc[rows, "caption"].tolist()
 
 
+def save_caption_data(directory: str | Path, pairs: pd.DataFrame, images: np.ndarray) -> None:
+    """Write the prepare_captions output folder, atomically: the table and its images."""
+    with atomic_path(directory) as tmp:
+        tmp.mkdir(parents=True)
+        pairs.to_csv(tmp / CAPTION_TABLE, index=False)
+        image = pairs["image"].to_numpy().astype(str)
+        np.savez_compressed(tmp / CAPTION_IMAGES, images=images, image=image)
+
+
 def load_caption_data(directory: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
     """Load the prepare_captions output: the caption table and its images, row-aligned.
 
@@ -160,7 +171,7 @@ def load_caption_data(directory: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
         DataError: If a file is missing, a caption is empty, or the two disagree.
     """
     directory = Path(directory)
-    table, arrays = directory / "captions.csv", directory / "images.npz"
+    table, arrays = directory / CAPTION_TABLE, directory / CAPTION_IMAGES
     for path in (table, arrays):
         if not path.is_file():
             raise DataError(f"{path} not found: run the prepare_captions stage first.")

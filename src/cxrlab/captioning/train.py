@@ -42,6 +42,15 @@ from cxrlab.core.runtime import autocast, device, mean_over_processes, shard
 log = logging.getLogger(__name__)
 
 
+def _trainable(model: torch.nn.Module, cfg: CaptionTrainConfig, images: int) -> list:
+    """The weights that train, logged with their share of the model."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    millions = [sum(p.numel() for p in ps) / 1e6 for ps in (trainable, model.parameters())]
+    log.info("captioner: %s fine-tune, %.2fM of %.2fM weights trainable, %d images, %d epochs",
+             cfg.finetune, *millions, images, cfg.epochs)  # fmt: skip
+    return trainable
+
+
 def train_captioner(
     captioner: Captioner,
     train: tuple[np.ndarray, list[str]],
@@ -72,10 +81,7 @@ def train_captioner(
     x_val, val_texts = pixel_values(captioner, val[0]), list(val[1])
     if not quantized:
         model.to(device())
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    millions = [sum(p.numel() for p in ps) / 1e6 for ps in (trainable, model.parameters())]
-    log.info("captioner: %s fine-tune, %.2fM of %.2fM weights trainable, %d images, %d epochs",
-             cfg.finetune, *millions, len(texts), cfg.epochs)  # fmt: skip
+    trainable = _trainable(model, cfg, len(texts))
     steps = cfg.epochs * -(-len(texts) // cfg.batch_size)
     optimizer, scheduler = make_optimizer(
         model, cfg.optim, steps, pretrained, cfg.pretrained_lr_scale

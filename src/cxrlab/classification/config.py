@@ -72,6 +72,16 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ClassifierFigures:
+    """``classifier.paths.figures``: the file each figure of the part is written to."""
+
+    training_curves: str
+    gradcam: str
+    failures: str
+    retrieval: str
+
+
+@dataclass(frozen=True)
 class ClassifierPaths:
     """``classifier.paths``: files shared by the classifier stages and dvc.yaml."""
 
@@ -81,7 +91,7 @@ class ClassifierPaths:
     train_live: str
     eval_live: str
     retrieval_live: str
-    figures: str
+    figures: ClassifierFigures
 
 
 @dataclass(frozen=True)

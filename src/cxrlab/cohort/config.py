@@ -10,14 +10,24 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class CohortFigures:
+    """``cohort.paths.figures``: the file each figure of the part is written to."""
+
+    demographics: str
+    views_findings: str
+    ctr: str
+    nih_lung_area: str
+
+
+@dataclass(frozen=True)
 class CohortPaths:
     """``cohort.paths``: the database's sources and outputs."""
 
     sources: dict[str, str]
     database: str
-    build_metrics: str
-    analysis_metrics: str
-    figures: str
+    build_live: str
+    analysis_live: str
+    figures: CohortFigures
     summary: str
 
 

@@ -250,20 +250,27 @@ def nih_spacing(index: pd.DataFrame, width: int = 512) -> pd.Series:
     return index["OriginalImagePixelSpacing[x"] * index["OriginalImage[Width"] / width
 
 
+NIH_COLUMNS = [
+    "Image Index",
+    "Finding Labels",
+    "Follow-up #",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+    "OriginalImage[Width",
+    "OriginalImagePixelSpacing[x",
+]
+
+
+def nih_index(root: str | Path) -> pd.DataFrame:
+    """nih_cxr14_sample's ``index.csv``: the Data_Entry rows of the 512 px files, checked."""
+    return _read_csv(Path(root) / "index.csv", NIH_COLUMNS)
+
+
 def read_nih(root: Path) -> Tables:
     """nih_cxr14_sample: the Data_Entry rows of the 512 px sample."""
-    cols = [
-        "Image Index",
-        "Finding Labels",
-        "Follow-up #",
-        "Patient ID",
-        "Patient Age",
-        "Patient Gender",
-        "View Position",
-        "OriginalImage[Width",
-        "OriginalImagePixelSpacing[x",
-    ]
-    index = _read_csv(root / "index.csv", cols)
+    index = nih_index(root)
     ds = "nih_cxr14_sample"
     pid = ds + ":" + index["Patient ID"].astype(str)
     sid = pid + ":" + index["Follow-up #"].astype(str)

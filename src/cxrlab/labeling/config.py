@@ -83,6 +83,13 @@ class ClipTrainConfig:
 
 
 @dataclass(frozen=True)
+class ClipFigures:
+    """``clip.paths.figures``: the file each figure of the part is written to."""
+
+    confusion: str
+
+
+@dataclass(frozen=True)
 class ClipPaths:
     """``clip.paths``: files shared by the CLIP stages and dvc.yaml."""
 
@@ -93,7 +100,7 @@ class ClipPaths:
     subset: str
     train_live: str
     label_live: str
-    figures: str
+    figures: ClipFigures
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,21 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class ReportFigures:
+    """``report.paths.figures``: the file each figure of the part is written to."""
+
+    classifier_roc: str
+    classifier_confusion: str
+
+
+@dataclass(frozen=True)
 class ReportPaths:
     """``report.paths``: what the report stage writes."""
 
     summary: str
     html: str
-    headline: str
-    figures: str
+    headline_live: str
+    figures: ReportFigures
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 :func:`pipeline_outputs` resolves dvc.yaml's ``${...}`` paths and ``foreach`` stages the
 way DVC does for this project's files; :data:`HEADLINE` names the numbers people compare
-across experiments (``metrics/headline.json``); :data:`FIGURES` lists the figures the
-HTML report shows, by the params path of the folder each stage writes them to.
+across experiments (``metrics/headline/metrics.json``); :data:`FIGURES` lists the figures the
+HTML report shows, by the params key of each figure's file.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from cxrlab.core.figures import plt, save_figure
 
 PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
 
-# (group, name in headline.json, params key of the metrics file, dotted key inside it)
+# (group, name in the headline metrics, params key of the stage's dvclive folder, dotted key)
 HEADLINE = [
     ("segmentation", "test_dice", "segmentation.paths.eval_live", "test.dice"),
     ("segmentation", "test_iou", "segmentation.paths.eval_live", "test.iou"),
@@ -39,50 +39,60 @@ HEADLINE = [
     ("clip_labels", "test_accuracy", "clip.paths.label_live", "test.accuracy"),
     ("clip_labels", "test_f1", "clip.paths.label_live", "test.f1"),
     ("clip_labels", "test_auc", "clip.paths.label_live", "test.auc"),
-    ("captioning", "test_bleu_4", "captioning.paths.metrics", "model.bleu_4"),
-    ("captioning", "test_rouge_l", "captioning.paths.metrics", "model.rouge_l"),
-    ("captioning", "test_cider", "captioning.paths.metrics", "model.cider"),
-    ("captioning", "test_meteor", "captioning.paths.metrics", "model.meteor"),
-    ("captioning", "test_concept_f1", "captioning.paths.metrics", "model.concept_f1"),
-    ("captioning", "test_view_accuracy", "captioning.paths.metrics", "model.view_accuracy"),
-    ("captioning", "test_distinct_captions", "captioning.paths.metrics", "model.distinct_captions"),
-    ("concept_mapper", "roco_test_f1", "captioning.paths.mapper_metrics", "roco_test_concept_f1"),
-    ("generation", "lcm_base_domain_fid", "diffusion.paths.metrics", "lcm.base.domain_fid"),
-    ("generation", "lcm_lora_domain_fid", "diffusion.paths.metrics", "lcm.lora.domain_fid"),
+    ("captioning", "test_bleu_4", "captioning.paths.eval_live", "model.bleu_4"),
+    ("captioning", "test_rouge_l", "captioning.paths.eval_live", "model.rouge_l"),
+    ("captioning", "test_cider", "captioning.paths.eval_live", "model.cider"),
+    ("captioning", "test_meteor", "captioning.paths.eval_live", "model.meteor"),
+    ("captioning", "test_concept_f1", "captioning.paths.eval_live", "model.concept_f1"),
+    ("captioning", "test_view_accuracy", "captioning.paths.eval_live", "model.view_accuracy"),
+    (
+        "captioning",
+        "test_distinct_captions",
+        "captioning.paths.eval_live",
+        "model.distinct_captions",
+    ),
+    ("concept_mapper", "roco_test_f1", "captioning.paths.mapper_live", "roco_test_concept_f1"),
+    ("generation", "lcm_base_domain_fid", "diffusion.paths.eval_live", "lcm.base.domain_fid"),
+    ("generation", "lcm_lora_domain_fid", "diffusion.paths.eval_live", "lcm.lora.domain_fid"),
     (
         "generation",
         "lcm_base_class_agreement",
-        "diffusion.paths.metrics",
+        "diffusion.paths.eval_live",
         "lcm.base.class_agreement",
     ),
     (
         "generation",
         "lcm_lora_class_agreement",
-        "diffusion.paths.metrics",
+        "diffusion.paths.eval_live",
         "lcm.lora.class_agreement",
     ),
-    ("generation", "lcm_speedup_over_ddim", "diffusion.paths.metrics", "lcm_vs_ddim.speedup_base"),
+    (
+        "generation",
+        "lcm_speedup_over_ddim",
+        "diffusion.paths.eval_live",
+        "lcm_vs_ddim.speedup_base",
+    ),
 ]
 
-# (report section, caption, params key of the figures folder, file name)
+# (report section, caption, params key of the figure's file)
 FIGURES = [
-    ("Classification", "Training curves", "classifier.paths.figures", "training_curves.png"),
-    ("Classification", "Test ROC", "report.paths.figures", "classifier_roc.png"),
-    ("Classification", "Test confusion", "report.paths.figures", "classifier_confusion.png"),
-    ("Classification", "Grad-CAM", "classifier.paths.figures", "gradcam.png"),
-    ("Classification", "Retrieval", "classifier.paths.figures", "retrieval.png"),
-    ("Segmentation", "Training curves", "segmentation.paths.figures", "training_curves.png"),
-    ("Segmentation", "Test overlays", "segmentation.paths.figures", "overlays.png"),
-    ("Segmentation", "Dice by group", "segmentation.paths.figures", "dice_by_group.png"),
-    ("Cohort", "Demographics", "cohort.paths.figures", "demographics.png"),
-    ("Cohort", "Views and findings", "cohort.paths.figures", "views_findings.png"),
-    ("Cohort", "Cardiothoracic ratio", "cohort.paths.figures", "ctr.png"),
-    ("CLIP labels", "Confusion per split", "clip.paths.figures", "confusion.png"),
-    ("Captioning", "Examples", "captioning.paths.figures", "examples.png"),
-    ("Captioning", "Scores against the baselines", "captioning.paths.figures", "scores.png"),
-    ("Generation", "LCM, 4 steps: base and LoRA", "diffusion.paths.figures", "lcm_grid.png"),
-    ("Generation", "DDIM: base and LoRA", "diffusion.paths.figures", "ddim_grid.png"),
-    ("Generation", "Scores", "diffusion.paths.figures", "scores.png"),
+    ("Classification", "Training curves", "classifier.paths.figures.training_curves"),
+    ("Classification", "Test ROC", "report.paths.figures.classifier_roc"),
+    ("Classification", "Test confusion", "report.paths.figures.classifier_confusion"),
+    ("Classification", "Grad-CAM", "classifier.paths.figures.gradcam"),
+    ("Classification", "Retrieval", "classifier.paths.figures.retrieval"),
+    ("Segmentation", "Training curves", "segmentation.paths.figures.training_curves"),
+    ("Segmentation", "Test overlays", "segmentation.paths.figures.overlays"),
+    ("Segmentation", "Dice by group", "segmentation.paths.figures.dice_by_group"),
+    ("Cohort", "Demographics", "cohort.paths.figures.demographics"),
+    ("Cohort", "Views and findings", "cohort.paths.figures.views_findings"),
+    ("Cohort", "Cardiothoracic ratio", "cohort.paths.figures.ctr"),
+    ("CLIP labels", "Confusion per split", "clip.paths.figures.confusion"),
+    ("Captioning", "Examples", "captioning.paths.figures.examples"),
+    ("Captioning", "Scores against the baselines", "captioning.paths.figures.scores"),
+    ("Generation", "LCM, 4 steps: base and LoRA", "diffusion.paths.figures.lcm_grid"),
+    ("Generation", "DDIM: base and LoRA", "diffusion.paths.figures.ddim_grid"),
+    ("Generation", "Scores", "diffusion.paths.figures.scores"),
 ]
 
 
@@ -152,9 +162,8 @@ def pipeline_outputs(dvc_yaml: dict[str, Any], params: dict[str, Any]) -> dict[s
 
 
 def metrics_file(path: str) -> Path:
-    """A metrics path from params: a JSON file, or a dvclive folder's ``metrics.json``."""
-    p = Path(path)
-    return p if p.suffix == ".json" else p / "metrics.json"
+    """A stage's metrics file: its dvclive folder's ``metrics.json``."""
+    return Path(path) / "metrics.json"
 
 
 def headline_metrics(params: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -177,7 +186,7 @@ def headline_metrics(params: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def figure_paths(params: dict[str, Any]) -> list[tuple[str, str, Path]]:
     """(section, caption, path) of every report figure, from :data:`FIGURES`."""
-    return [(s, c, Path(lookup(params, key)) / name) for s, c, key, name in FIGURES]
+    return [(s, c, Path(lookup(params, key))) for s, c, key in FIGURES]
 
 
 def roc_figure(roc: list[dict[str, float]], auc: float, path: str | Path) -> Path:

@@ -38,8 +38,10 @@ class SegmenterConfig:
     Attributes:
         arch: An smp architecture name (``Unet``, ``UnetPlusPlus``, ``FPN``, ...).
         encoder: An smp encoder name (``resnet18``, ``resnet34``, ``tu-<timm name>`` ...).
-        encoder_weights: ``null`` for random init (cpu profile) or ``imagenet`` (gpu
-            profile; downloaded from the hub on first use).
+        encoder_weights: ``null`` for random init (cpu profile), ``imagenet`` (gpu
+            profile; downloaded from the hub on first use), or a weight file of the whole
+            timm network behind a ``tu-`` encoder, e.g. the fetched EfficientNet-Lite0
+            (``data/raw/efficientnet_lite0/efficientnet-lite0-57934424.pth``).
         encoder_depth: Encoder stages (3-5); fewer is faster and sees less context.
         decoder_channels: Decoder widths, one per encoder stage.
         in_channels: Input channels (1 for X-rays).
@@ -82,6 +84,17 @@ class SegTrainConfig:
 
 
 @dataclass(frozen=True)
+class SegmentationFigures:
+    """``segmentation.paths.figures``: the file each figure of the part is written to."""
+
+    training_curves: str
+    overlays: str
+    dice_by_group: str
+    dice_distribution: str
+    nih_overlays: str
+
+
+@dataclass(frozen=True)
 class SegmentationPaths:
     """``segmentation.paths``: files shared by the segmentation stages and dvc.yaml."""
 
@@ -90,12 +103,12 @@ class SegmentationPaths:
     prepared: str
     model: str
     checkpoint: str
-    prepare_metrics: str
+    prepare_live: str
     train_live: str
     eval_live: str
     per_image: str
     nih_measurements: str
-    figures: str
+    figures: SegmentationFigures
 
 
 @dataclass(frozen=True)

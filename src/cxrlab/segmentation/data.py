@@ -15,9 +15,11 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from cxrlab.core.errors import ConfigError, DataError
+from cxrlab.core.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
+PREPARED_ARRAYS, PREPARED_MANIFEST = "arrays.npz", "manifest.csv"  # prepare_lungseg's files
 INDEX_COLUMNS = ("image", "mask", "patientid", "sex", "age", "finding", "view", "license")
 IGNORE = 2
 """Value of the ignore region in prepared masks (the raw masks use 127)."""
@@ -165,6 +167,29 @@ def prepare_arrays(
     return np.stack(images), np.stack(masks)
 
 
+def save_prepared(
+    directory: str | Path, images: np.ndarray, masks: np.ndarray, manifest: pd.DataFrame
+) -> None:
+    """Write the prepare_lungseg output folder, atomically.
+
+    It holds the kept images and masks, in the order of the manifest's kept rows, and the
+    manifest of every screened image with its status, reason and split.
+    """
+    names = manifest.loc[manifest.status == "kept", "image"].to_numpy(str)
+    with atomic_path(directory) as tmp:
+        tmp.mkdir(parents=True)
+        np.savez_compressed(tmp / PREPARED_ARRAYS, images=images, masks=masks, image=names)
+        manifest.to_csv(tmp / PREPARED_MANIFEST, index=False)
+
+
+def read_manifest(directory: str | Path) -> pd.DataFrame:
+    """The prepare_lungseg manifest: every screened image, its status, reason and split."""
+    path = Path(directory) / PREPARED_MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path} not found: run the prepare_lungseg stage first.")
+    return pd.read_csv(path)
+
+
 def load_prepared(directory: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Load the prepare_lungseg output as ``{split: (images, masks)}``.
 
@@ -172,7 +197,7 @@ def load_prepared(directory: str | Path) -> dict[str, tuple[np.ndarray, np.ndarr
         DataError: If the arrays or the manifest are missing or disagree.
     """
     directory = Path(directory)
-    arrays, manifest = directory / "arrays.npz", directory / "manifest.csv"
+    arrays, manifest = directory / PREPARED_ARRAYS, directory / PREPARED_MANIFEST
     for path in (arrays, manifest):
         if not path.is_file():
             raise DataError(f"{path} not found: run the prepare_lungseg stage first.")

@@ -29,20 +29,94 @@ def build_segmenter(cfg: SegmenterConfig) -> nn.Module:
             f"segmentation.model.decoder_channels has {len(cfg.decoder_channels)} entries; "
             f"encoder_depth {cfg.encoder_depth} needs one per stage."
         )
+    _check_encoder_name(cfg.encoder)
     kwargs: dict[str, Any] = {"encoder_depth": cfg.encoder_depth}
     if cfg.arch.lower().startswith("unet"):
         kwargs["decoder_channels"] = list(cfg.decoder_channels)
+    weights_file = _weights_file(cfg)
     try:
-        return smp.create_model(
+        model = smp.create_model(
             cfg.arch,
             encoder_name=cfg.encoder,
-            encoder_weights=cfg.encoder_weights,
+            encoder_weights=None if weights_file else cfg.encoder_weights,
             in_channels=cfg.in_channels,
             classes=1,
             **kwargs,
         )
     except (KeyError, ValueError, OSError) as exc:  # OSError: hub weights unreachable
         raise ConfigError(f"cannot build segmenter {cfg.arch}/{cfg.encoder}: {exc}") from exc
+    if weights_file:
+        _load_encoder_file(model, cfg, weights_file)
+    return model
+
+
+def _check_encoder_name(name: str) -> None:
+    """Raise a ConfigError, with the nearest known names, for an encoder smp cannot build.
+
+    smp's own error lists all of its ~150 encoders; a ``tu-`` name timm does not know
+    fails deep inside timm with a RuntimeError.
+    """
+    import difflib
+
+    import segmentation_models_pytorch as smp
+    import timm
+
+    timm_name = name.removeprefix("tu-")
+    known = timm.list_models() if name.startswith("tu-") else smp.encoders.get_encoder_names()
+    if timm_name in known:
+        return
+    near = difflib.get_close_matches(timm_name, known, n=3)
+    prefix = "tu-" if name.startswith("tu-") else ""
+    hint = f"did you mean {', '.join(prefix + n for n in near)}? " if near else ""
+    raise ConfigError(
+        f"segmentation.model.encoder '{name}' is not an encoder smp knows: {hint}(smp's names: "
+        "segmentation_models_pytorch.encoders.get_encoder_names(); any timm model as tu-<name>)."
+    )
+
+
+def _weights_file(cfg: SegmenterConfig) -> Path | None:
+    """``encoder_weights`` when it names a file (a fetched one), else None (smp's names).
+
+    Raises:
+        DataError: If it looks like a path and there is no such file.
+        ConfigError: If the encoder is not a timm one (``tu-``), which the file needs.
+    """
+    weights = cfg.encoder_weights
+    if weights is None or ("/" not in weights and not weights.endswith((".pth", ".pt"))):
+        return None
+    if not Path(weights).is_file():
+        raise DataError(
+            f"segmentation.model.encoder_weights names {weights}, which does not exist: "
+            "run `dvc repro fetch_data@efficientnet_lite0` (or the dataset that holds it)."
+        )
+    if not cfg.encoder.startswith("tu-"):
+        raise ConfigError(
+            f"a weight file needs a timm encoder (tu-<name>), not '{cfg.encoder}': set "
+            "segmentation.model.encoder, e.g. to tu-tf_efficientnet_lite0."
+        )
+    return Path(weights)
+
+
+def _load_encoder_file(model: nn.Module, cfg: SegmenterConfig, path: Path) -> None:
+    """Copy a whole-network weight file into the smp encoder's timm feature network.
+
+    The file's first convolution sees RGB; for ``in_channels`` 1 its kernels are summed
+    over the colour channels, as timm does for pretrained weights on grey input.
+    """
+    from timm.models import adapt_input_conv
+
+    from cxrlab.core.pretrained import timm_state
+
+    state = timm_state(cfg.encoder.removeprefix("tu-"), path)
+    encoder = model.encoder.model
+    target = encoder.state_dict()
+    picked = {}
+    for name, value in target.items():
+        source = state[name]
+        if source.shape != value.shape and source.ndim == 4 and source.shape[1] == 3:
+            source = adapt_input_conv(value.shape[1], source)
+        picked[name] = source
+    encoder.load_state_dict(picked)
 
 
 @torch.no_grad()
