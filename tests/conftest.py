@@ -42,7 +42,9 @@ PRETRAINED = [
 
 def stage_metrics(root: Path, folder: str) -> dict:
     """A stage's dvclive summary, ``<root>/<folder>/metrics.json``."""
-    return json.loads((Path(root) / folder / "metrics.json").read_text())
+    from cxrlab.report.report import metrics_file
+
+    return json.loads((Path(root) / metrics_file(folder)).read_text())
 
 
 def offline_mirrors() -> list[str]:

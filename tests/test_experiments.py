@@ -78,7 +78,7 @@ def test_queued_experiments_run_two_at_a_time(tmp_path):
 def test_lora_sweep_reads_every_experiment_of_dvc_exp_show(tmp_path):
     """`dvc exp show --json` nests experiments under their baseline; each run with
     generation metrics becomes one row, keyed by the swept param."""
-    from tools.lora_sweep import METRICS, row, runs
+    from tools.lora_sweep import KEPT, METRICS, row, runs
 
     def node(name, steps, fid):
         scores = {"val_domain_fid": fid, "domain_fid": fid + 1, "class_agreement_normal": 0.5,
@@ -89,7 +89,7 @@ def test_lora_sweep_reads_every_experiment_of_dvc_exp_show(tmp_path):
 
     baseline = node("main", 200, 10.0)
     kept = {"data": {"kept": {"kept_step": 200, "val_loss": 0.1, "diverged": 0}}}
-    baseline["data"]["metrics"]["metrics/diffusion/train_lora/metrics.json"] = kept
+    baseline["data"]["metrics"][KEPT] = kept
     baseline["experiments"] = [
         {"executor": {"state": "success"}, "revs": [node("exp-a", 1000, 12.0)]},
         {"revs": [node("exp-b", 500, 11.0)]},
@@ -126,10 +126,12 @@ def test_make_exps_shows_the_changed_params_and_the_headline_metrics_only(tmp_pa
 
     import yaml
 
+    from tools.paths import metrics_path
+
     makefile = (REPO / "Makefile").read_text()
     columns = re.search(r"^EXP_COLUMNS = (.*)$", makefile, re.M).group(1).replace("$$", "$")
     sections = list(yaml.safe_load((REPO / "params.yaml").read_text()))
-    sections += list(json.loads((REPO / "metrics" / "headline" / "metrics.json").read_text()))
+    sections += list(json.loads((REPO / metrics_path("report.paths.headline_live")).read_text()))
     assert all(re.match(columns, f"{name}.x") for name in sections)  # none left out
 
     dvc_yaml = (

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from tools import queue
+from tools.paths import metrics_path
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTED_ACCURACY = 0.854  # MedMNIST v2, ResNet-18 (28), PneumoniaMNIST test ACC
@@ -80,7 +81,7 @@ def ours(repo: Path) -> tuple[float, float]:
     start = time.perf_counter()
     queue.dvc(repo, "repro", "evaluate_classifier")
     seconds = time.perf_counter() - start
-    metrics = json.loads((repo / "metrics/evaluate_classifier/metrics.json").read_text())
+    metrics = json.loads((repo / metrics_path("classifier.paths.eval_live")).read_text())
     return seconds, metrics["test"]["accuracy"]
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from tools import queue
+from tools.paths import metrics_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (1, 2)  # the sequential run's; the queued runs take 3, 4 and 5, 6
@@ -47,7 +48,7 @@ def val_aucs(repo: Path) -> dict[str, float]:
     for row in json.loads(sh("dvc", "exp", "show", "--json", cwd=repo)):
         for exp in row.get("experiments") or []:
             for rev in exp["revs"]:
-                metrics = rev["data"]["metrics"]["metrics/train_classifier/metrics.json"]
+                metrics = rev["data"]["metrics"][metrics_path("classifier.paths.train_live")]
                 found[rev["name"]] = metrics["data"]["best_val_auc"]
     return found
 

@@ -19,9 +19,10 @@ from typing import Any
 
 from cxrlab.generation.figures import plot_sweep
 from cxrlab.report.report import lookup
+from tools.paths import metrics_path
 
-METRICS = "metrics/evaluate_generation/metrics.json"
-KEPT = "metrics/diffusion/train_lora/metrics.json"  # train_lora's dvclive summary
+METRICS = metrics_path("diffusion.paths.eval_live")
+KEPT = metrics_path("diffusion.paths.lora_live")  # train_lora's dvclive summary
 
 
 def runs(tree: Any) -> list[dict[str, Any]]:

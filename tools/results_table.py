@@ -37,7 +37,9 @@ def rewrite(readme: str, headline: dict, spread: dict) -> str:
 
 def main() -> None:
     """Rewrite README.md in place."""
-    headline = json.loads((ROOT / "metrics" / "headline" / "metrics.json").read_text())
+    from tools.paths import metrics_path
+
+    headline = json.loads((ROOT / metrics_path("report.paths.headline_live")).read_text())
     spread = json.loads((ROOT / "metrics" / "seed_spread.json").read_text())["metrics"]
     path = ROOT / "README.md"
     path.write_text(rewrite(path.read_text(), headline, spread))

@@ -26,9 +26,10 @@ from pathlib import Path
 from cxrlab.report.report import lookup
 from tools import queue
 from tools.lora_sweep import runs
+from tools.paths import metrics_path
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADLINE = "metrics/headline/metrics.json"
+HEADLINE = metrics_path("report.paths.headline_live")
 OUT = ROOT / "metrics" / "seed_spread.json"
 SEED_PARAMS = (
     "classifier.train.seed",
