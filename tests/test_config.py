@@ -118,9 +118,9 @@ def test_gpu_profile_switches_every_model_to_its_hub_id(tmp_path):
     )
     assert load_section("clip", path).model_id.startswith("hf-hub:microsoft/BiomedCLIP")
     assert load_section("diffusion", path).lcm.pretrained == "latent-consistency/lcm-lora-sdv1-5"
-    assert load_section("segmentation", path).model.encoder_weights == "imagenet"
     seg = load_section("segmentation", path)  # merged key by key: the rest stays
-    assert seg.model.encoder == params["segmentation"]["model"]["encoder"]
+    assert (seg.model.encoder, seg.model.encoder_weights) == ("resnet18", "imagenet")
+    assert seg.model.decoder_channels == params["segmentation"]["model"]["decoder_channels"]
     assert load_section("captioning", REPO / "params.yaml").model.pretrained is None
     samplers = load_section("diffusion", path).generate.samplers
     assert 1.0 <= samplers["lcm"].guidance_scale <= 2.0  # the LCM-LoRA model card's range

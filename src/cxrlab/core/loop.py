@@ -73,15 +73,15 @@ def make_optimizer(
         optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr)
     else:
         optimizer = torch.optim.SGD(param_groups, lr=cfg.lr, momentum=0.9, nesterov=True)
-    total = total_steps
     if cfg.schedule == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in param_groups], total_steps=total,
+            optimizer, max_lr=[g["lr"] for g in param_groups], total_steps=total_steps,
             pct_start=cfg.warmup_frac,
         )  # fmt: skip
     else:
         factor = partial(
-            lr_factor, warmup=round(cfg.warmup_frac * total), total=total, shape=cfg.schedule
+            lr_factor, warmup=round(cfg.warmup_frac * total_steps), total=total_steps,
+            shape=cfg.schedule,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return optimizer, scheduler

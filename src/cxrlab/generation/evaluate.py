@@ -175,14 +175,13 @@ class SetScorer:
     def __init__(self, features: Callable, real: dict, class_names, inception=None) -> None:
         self.features, self.inception, self.class_names = features, inception, class_names
         self.real = real
-        self.labels = {split: labels for split, (_, labels) in real.items()}
         self.domain = {split: features(images)[0] for split, (images, _) in real.items()}
         self.test_inception = inception(real["test"][0]) if inception else None
 
     def score(self, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """Every score of one generated set (see the stage's docstring)."""
         feats, prob = self.features(images)
-        test, test_labels = self.domain["test"], self.labels["test"]
+        test, test_labels = self.domain["test"], self.real["test"][1]
         row = score_set(feats, prob, labels, test, self.class_names)
         row["val_domain_fid"] = frechet_distance(feats, self.domain["val"])  # choose on this
         matched = class_matched(labels, test_labels)
@@ -211,7 +210,7 @@ class SetScorer:
             "test_saturated": saturated_fraction(self.real["test"][0]),
         }
         if self.inception:
-            matched = class_matched(val_labels, self.labels["test"])
+            matched = class_matched(val_labels, self.real["test"][1])
             out["val_vs_test_inception_fid"] = frechet_distance(
                 self.inception(val_images[matched]), self.test_inception
             )
