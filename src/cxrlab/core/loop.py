@@ -80,7 +80,9 @@ def make_optimizer(
         )  # fmt: skip
     else:
         factor = partial(
-            lr_factor, warmup=round(cfg.warmup_frac * total_steps), total=total_steps,
+            lr_factor,
+            warmup=round(cfg.warmup_frac * total_steps),
+            total=total_steps,
             shape=cfg.schedule,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
