@@ -2,7 +2,8 @@
 
 Temperature and threshold are fitted on val only; metrics are reported per split and
 overall, always with the confusion counts (a labeller that calls everything pneumonia
-shows TN = 0).
+shows TN = 0). ``argmax_*`` score each image as the class whose prompts are nearer, with
+no PneumoniaMNIST label used at all.
 
 Inputs:  the CLIP named by ``clip.model_id`` (``local-dir:`` the trained one, or a hub id);
          ``clip.paths.data``; params ``clip.model_id``, ``clip.label``.
@@ -66,6 +67,9 @@ def _log_split(live, split: str, y, prob, threshold: float, ece_bins: int) -> di
     """One split's metrics, ECE and confusion matrix into ``live``; the metrics."""
     metrics = binary_metrics(y, prob, threshold)
     metrics["ece"] = expected_calibration_error(y, prob, ece_bins)
+    # The nearer class's prompts (margin >= 0, whatever the scale): no label used at all.
+    nearer = binary_metrics(y, prob, 0.5)
+    metrics |= {f"argmax_{k}": nearer[k] for k in ("accuracy", "balanced_accuracy", "tn", "tp")}
     for key, value in metrics.items():
         live.log_metric(f"{split}/{key}", value, plot=False)
     pred = (prob >= threshold).astype(int)

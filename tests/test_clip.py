@@ -11,10 +11,10 @@ from cxrlab.core.augment import AugmentConfig
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.core.utils import seed_everything
 from cxrlab.generation.imagefolder import METADATA_FILE, write_imagefolder
-from cxrlab.labeling.config import ClipTrainConfig
+from cxrlab.labeling.config import ClipTrainConfig, LitConfig
 from cxrlab.labeling.labels import COLUMNS, read_labels, select_balanced, write_labels
-from cxrlab.labeling.model import build_clip, load_clip, save_clip
-from cxrlab.labeling.train import label_aware_clip_loss, train_clip
+from cxrlab.labeling.model import build_clip, build_lit, load_clip, save_clip
+from cxrlab.labeling.train import caption_classes, label_aware_clip_loss, train_clip
 from cxrlab.labeling.zero_shot import (
     binary_logit,
     calibrate_and_label,
@@ -114,7 +114,7 @@ def test_training_learns_the_synthetic_task_and_labels_it(trained):
 
 def test_local_dir_round_trip_through_open_clip(trained, tmp_path):
     bundle, splits, _ = trained
-    save_clip(bundle, tiny.CLIP, tmp_path / "clip")
+    save_clip(bundle, tmp_path / "clip")
     assert sorted(p.name for p in (tmp_path / "clip").iterdir()) == [
         "open_clip_config.json",
         "open_clip_model.safetensors",
@@ -297,3 +297,73 @@ def test_biomedclip_shaped_model_loads_through_the_same_path(tmp_path):
     )
     assert text.shape == (2, 16)
     assert binary_logit(bundle.encode_images(x), text).shape == (2,)
+
+
+def test_caption_classes_make_images_with_one_caption_positives():
+    labels, names, captions = caption_classes(["b", "a", "b"])
+    assert names == ["a", "b"] and labels.tolist() == [1, 0, 1]
+    assert captions == {"a": ["a"], "b": ["b"]}
+
+
+@pytest.fixture(scope="module")
+def lit_weights(tmp_path_factory):
+    """A random tf_efficientnet_lite0 state dict standing in for the fetched ImageNet file."""
+    import timm
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("lit") / "lite0.pth"
+    torch.save(timm.create_model("tf_efficientnet_lite0").state_dict(), path)
+    return path
+
+
+def test_lit_trains_only_its_heads_and_round_trips_through_local_dir(lit_weights, tmp_path):
+    """The LiT recipe: both pretrained towers stay as loaded (batch-norm statistics too),
+    only the two heads and the temperature learn; the folder it saves loads through the same
+    load_clip as BiomedCLIP, with the text tower's tokenizer read from the folder."""
+    from cxrlab.captioning.model import minilm_dir
+    from cxrlab.core.pretrained import timm_state
+
+    cfg = LitConfig(embed_dim=16, image_weights=str(lit_weights), image_size=32,
+                    context_length=16, train=ClipTrainConfig(epochs=2, batch_size=4))  # fmt: skip
+    torch.manual_seed(0)
+    bundle = build_lit(cfg, minilm_dir())
+    trunk, text = bundle.model.visual.trunk, bundle.model.text.transformer
+    loaded = timm_state("tf_efficientnet_lite0", lit_weights)
+    assert all(torch.equal(v, loaded[k]) for k, v in trunk.state_dict().items())
+    before = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    images = np.random.default_rng(0).integers(0, 255, (8, 28, 28), dtype=np.uint8)
+    labels, names, captions = caption_classes(
+        ["PA chest radiograph. Cardiomegaly."] * 4 + ["AP chest radiograph. No abnormality."] * 4
+    )
+    x = bundle.images_to_tensor(images)
+    train_clip(bundle, x, labels, names, cfg.train, captions=captions)
+
+    after = bundle.model.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed == {"visual.head.proj.weight", "text.proj.weight", "logit_scale"}
+    assert text.embeddings.word_embeddings.weight.requires_grad is False
+
+    save_clip(bundle, tmp_path / "lit")
+    files = {p.name for p in (tmp_path / "lit").iterdir()}
+    assert {"open_clip_config.json", "open_clip_model.safetensors", "config.json",
+            "tokenizer.json", "vocab.txt"} <= files  # fmt: skip
+    config = json.loads((tmp_path / "lit" / "open_clip_config.json").read_text())
+    text_cfg = config["model_cfg"]["text_cfg"]
+    assert text_cfg["hf_model_name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    reloaded = load_clip(f"local-dir:{tmp_path / 'lit'}")
+    assert type(reloaded.tokenizer).__name__ == "HFTokenizer"
+    x_reloaded = reloaded.images_to_tensor(images)
+    assert torch.allclose(x, x_reloaded)
+    assert torch.allclose(bundle.encode_images(x), reloaded.encode_images(x_reloaded), atol=1e-5)
+    texts = ["a chest x-ray with pneumonia", "a normal chest x-ray"]
+    assert torch.allclose(bundle.encode_texts(texts), reloaded.encode_texts(texts), atol=1e-5)
+
+
+def test_lit_needs_a_text_tower_folder_and_weights_of_its_arch(lit_weights, tmp_path):
+    with pytest.raises(DataError, match="is not a text tower folder: model.safetensors"):
+        build_lit(LitConfig(image_size=32), tmp_path)
+    from cxrlab.captioning.model import minilm_dir
+
+    with pytest.raises(DataError, match="does not hold tf_efficientnet_lite1 weights"):
+        build_lit(LitConfig(image_arch="tf_efficientnet_lite1", image_weights=str(lit_weights),
+                            image_size=32), minilm_dir())  # fmt: skip

@@ -6,6 +6,7 @@ import shutil
 import sys
 
 import pytest
+import torch
 import yaml
 
 from tests import tiny
@@ -114,6 +115,45 @@ def test_clip_stages_chain_on_tiny_data(workdir):
     assert len(rows) == 10 and all((subset / r["file_name"]).is_file() for r in rows)
     assert sorted({r["text"] for r in rows}) == sorted(params["clip"]["subset"]["text"].values())
     assert (root / paths["figures"]["confusion"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lit_recipe_trains_on_the_caption_pairs_and_labels_zero_shot(workdir):
+    """clip.recipe lit: train_clip reads the caption pairs, not PneumoniaMNIST's train
+    split, and clip_label scores the result with and without val's labels."""
+    import timm
+
+    from tests.lungseg_fixtures import write_covid, write_nih
+
+    root, params = workdir
+    cap, clip = params["captioning"], params["clip"]
+    cap["paths"].update(covid=str(write_covid(root / "raw/covid_lungseg", n=8)),
+                        nih=str(write_nih(root / "raw/nih_cxr14_sample", n=4)))  # fmt: skip
+    cap["prepare"]["image_size"] = 32
+    weights = root / "lite0.pth"
+    torch.save(timm.create_model("tf_efficientnet_lite0").state_dict(), weights)
+    clip["recipe"] = "lit"
+    clip["lit"].update(embed_dim=16, image_weights=str(weights), image_size=32,
+                       context_length=16)  # fmt: skip
+    clip["lit"]["train"].update(epochs=1, batch_size=4)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    target = root / clip["paths"]["data"]
+    target.parent.mkdir(parents=True)
+    shutil.copy(root / "mirror/pneumoniamnist/pneumoniamnist.npz", target)
+    for stage in ("prepare_captions", "train_clip", "clip_label"):
+        stage_main(stage)()
+
+    model = root / clip["paths"]["model"]
+    config = json.loads((model / "open_clip_config.json").read_text())["model_cfg"]
+    assert config["vision_cfg"]["timm_model_name"] == "tf_efficientnet_lite0"
+    assert (model / "tokenizer.json").is_file()
+    pairs = (root / cap["paths"]["data"] / "captions.csv").read_text().count(",train\n")
+    train = stage_metrics(root, clip["paths"]["train_live"])
+    assert train["train"]["loss"] > 0 and pairs > 0
+    metrics = stage_metrics(root, clip["paths"]["label_live"])
+    for split, n in (("train", 64), ("val", 24), ("test", 24)):
+        m = metrics[split]
+        assert m["tn"] + m["fp"] + m["fn"] + m["tp"] == n
+        assert 0 <= m["argmax_accuracy"] <= 1 and 0 <= m["argmax_tn"] <= n, split
 
 
 def test_unknown_label_source_is_rejected_by_the_schema(workdir, capsys):

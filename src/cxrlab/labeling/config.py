@@ -83,6 +83,41 @@ class ClipTrainConfig:
 
 
 @dataclass(frozen=True)
+class LitConfig:
+    """``clip.lit``: a LiT-style CLIP of two pretrained towers, zero-shot on PneumoniaMNIST.
+
+    Its heads train only on the chest X-ray caption pairs (no PneumoniaMNIST image or
+    label), so its PneumoniaMNIST labels are zero-shot. It has BiomedCLIP's shape: a timm
+    image tower and a Hugging Face BERT text tower with its own tokenizer, in open_clip's
+    ``CustomTextCLIP``.
+
+    Attributes:
+        embed_dim: Width of the shared embedding (both towers get a new linear head).
+        image_arch: The timm image tower.
+        image_weights: Its ImageNet weights, a file ``fetch_data`` brings (None: random).
+        image_size: The image tower's input side (images are squashed to it).
+        unlocked_groups: The image tower's last layer groups left trainable (0: only its
+            head trains). The text tower (MiniLM-L6) is locked; only its head trains.
+        context_length: Text tokens per caption.
+        source_size: Training images are shrunk to this side first, PneumoniaMNIST's.
+        train: Optimisation (``captions`` unused: each image has its own caption).
+    """
+
+    embed_dim: int = 256
+    image_arch: str = "tf_efficientnet_lite0"
+    image_weights: str | None = None
+    image_size: int = 128
+    unlocked_groups: int = 0
+    context_length: int = 64
+    source_size: int = 28
+    train: ClipTrainConfig = field(default_factory=ClipTrainConfig)
+
+    def __post_init__(self) -> None:
+        check_positive(self, "clip.lit", "embed_dim", "image_size", "context_length",
+                       "source_size")  # fmt: skip
+
+
+@dataclass(frozen=True)
 class ClipFigures:
     """``clip.paths.figures``: the file each figure of the part is written to."""
 
@@ -127,11 +162,18 @@ class ClipSubset:
 
 @dataclass(frozen=True)
 class ClipParams:
-    """``clip``: CLIP training, auto-labelling and the balanced subset export."""
+    """``clip``: CLIP training, auto-labelling and the balanced subset export.
+
+    ``recipe`` picks what ``train_clip`` trains: ``supervised``, the small CLIP of ``arch``
+    on PneumoniaMNIST's train split with ``train.captions``; ``lit``, the zero-shot model
+    of ``lit``.
+    """
 
     paths: ClipPaths
     model_id: str
+    recipe: Literal["supervised", "lit"] = "supervised"
     arch: ClipArchConfig = field(default_factory=ClipArchConfig)
     train: ClipTrainConfig = field(default_factory=ClipTrainConfig)
+    lit: LitConfig = field(default_factory=LitConfig)
     label: ClipLabel = field(default_factory=ClipLabel)
     subset: ClipSubset = field(default_factory=ClipSubset)

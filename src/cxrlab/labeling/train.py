@@ -68,20 +68,26 @@ def train_clip(
     cfg: ClipTrainConfig,
     checkpoint: str | Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    captions: dict[str, list[str]] | None = None,
 ) -> TrainResult:
     """Train ``bundle.model`` in place on preprocessed images ``x`` and their labels.
+
+    Each image is paired with one of its class's captions, ``captions`` or else
+    ``cfg.captions``. With one class per distinct caption (:func:`caption_classes`) this is
+    plain image-caption training, where images sharing a caption are positives.
 
     Runs on :func:`~cxrlab.core.loop.fit`: a checkpoint after every epoch, an exact
     resume, and the last epoch kept (there is no val set to choose by: the labels are
     calibrated on val afterwards). Rows: ``train_loss``, ``lr``, ``train_logit_scale``.
     """
-    missing = [c for c in class_names if not cfg.captions.get(c)]
+    by_name = cfg.captions if captions is None else captions
+    missing = [c for c in class_names if not by_name.get(c)]
     if missing:
         raise ConfigError(f"clip.train.captions has no caption for class '{missing[0]}'.")
     model = bundle.model
     model.to(device())
-    # Every caption tokenised once; each step encodes the few distinct captions and indexes them.
-    captions = [(c, t) for c in class_names for t in cfg.captions[c]]
+    # Every caption tokenised once; each step encodes the distinct captions and indexes them.
+    captions = [(c, t) for c in class_names for t in by_name[c]]
     tokens = bundle.tokenizer([t for _, t in captions]).to(device())
     caption_class = torch.tensor([class_names.index(c) for c, _ in captions])
     by_class = [torch.nonzero(caption_class == k)[:, 0] for k in range(len(class_names))]
@@ -102,6 +108,18 @@ def train_clip(
     )  # fmt: skip
     model.to("cpu")
     return result
+
+
+def caption_classes(texts: list[str]) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
+    """Image captions as classes for :func:`train_clip`: one class per distinct caption.
+
+    Returns:
+        Each image's class, the class names (the distinct captions, sorted) and the
+        captions of each class (itself).
+    """
+    names = sorted(set(texts))
+    index = {text: i for i, text in enumerate(names)}
+    return np.array([index[t] for t in texts]), names, {t: [t] for t in names}
 
 
 def _train_epoch(model, x, y, cfg: ClipTrainConfig, epoch, tokens, by_class, optimizer, scheduler):
