@@ -34,6 +34,7 @@ OUT = ROOT / "metrics" / "seed_spread.json"
 SEED_PARAMS = (
     "classifier.train.seed",
     "clip.train.seed",
+    "clip.lit.train.seed",
     "segmentation.train.seed",
     "lora.seed",
     "diffusion.generate.seed",
