@@ -2,7 +2,9 @@
 
 Results are appended batch by batch to a JSON-lines file under
 ``captioning.paths.checkpoints``; a killed run resumes with the images still
-missing (none twice, none skipped). The final CSV is written once all are done.
+missing (none twice, none skipped). The final CSV is written once all are done, and the
+partial file is then removed, as training checkpoints are: the next run's seconds and
+images per second are its own.
 
 Inputs:  ``captioning.paths.{model,data}``; params ``captioning.decode``.
 Outputs: ``captioning.paths.predictions`` (image, reference, generated);
@@ -47,11 +49,11 @@ def main() -> None:
 
     weights = sorted(Path(paths.model).rglob("*.safetensors"))
     run_id = fingerprint(decode, [md5sum(p) for p in weights], list(pairs["image"]))
+    partial = Path(paths.checkpoints) / "caption_images.jsonl"
     start = time.perf_counter()
     generated = resumable_map(
-        list(pairs["image"]), caption, f"{paths.checkpoints}/caption_images.jsonl",
-        run_id, decode.batch_size, desc="captioning",
-    )  # fmt: skip
+        list(pairs["image"]), caption, partial, run_id, decode.batch_size, desc="captioning"
+    )
     seconds = time.perf_counter() - start
     table = pd.DataFrame(
         {"image": pairs["image"], "reference": pairs["caption"], "generated": generated.values()}
@@ -62,6 +64,7 @@ def main() -> None:
         {"images": len(table), "seconds": round(seconds, 1),
          "images_per_second": round(len(table) / max(seconds, 1e-9), 3)},
     )  # fmt: skip
+    partial.unlink()
     log.info("captioned %d test images in %.1f s", len(table), seconds)
 
 
