@@ -4,6 +4,7 @@ import json
 import runpy
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,11 +118,18 @@ def test_clip_stages_chain_on_tiny_data(workdir):
     assert (root / paths["figures"]["confusion"]).read_bytes()[:4] == b"\x89PNG"
 
 
+def random_lite0(root: Path) -> Path:
+    """A weight file laid out as the fetched EfficientNet-Lite0's, random values."""
+    import timm
+
+    weights = root / "lite0.pth"
+    torch.save(timm.create_model("tf_efficientnet_lite0").state_dict(), weights)
+    return weights
+
+
 def test_lit_recipe_trains_on_the_caption_pairs_and_labels_zero_shot(workdir):
     """clip.recipe lit: train_clip reads the caption pairs, not PneumoniaMNIST's train
     split, and clip_label scores the result with and without val's labels."""
-    import timm
-
     from tests.lungseg_fixtures import write_covid, write_nih
 
     root, params = workdir
@@ -129,8 +137,7 @@ def test_lit_recipe_trains_on_the_caption_pairs_and_labels_zero_shot(workdir):
     cap["paths"].update(covid=str(write_covid(root / "raw/covid_lungseg", n=8)),
                         nih=str(write_nih(root / "raw/nih_cxr14_sample", n=4)))  # fmt: skip
     cap["prepare"]["image_size"] = 32
-    weights = root / "lite0.pth"
-    torch.save(timm.create_model("tf_efficientnet_lite0").state_dict(), weights)
+    weights = random_lite0(root)
     clip["recipe"] = "lit"
     clip["lit"].update(embed_dim=16, image_weights=str(weights), image_size=32,
                        context_length=16)  # fmt: skip
@@ -183,7 +190,9 @@ def test_segmentation_and_cohort_stages_chain_on_tiny_data(workdir):
     seg = params["segmentation"]
     seg["paths"].update(raw=str(src["covid_lungseg"]), nih=str(src["nih_cxr14_sample"]))
     seg["prepare"]["image_size"] = 32
-    seg["model"].update(encoder_depth=3, decoder_channels=[16, 8, 8])
+    # the default encoder, its weights read from a file as from the fetched one
+    seg["model"].update(encoder_depth=3, decoder_channels=[16, 8, 8],
+                        encoder_weights=str(random_lite0(root)))  # fmt: skip
     seg["train"].update(epochs=2, batch_size=4)
     seg["eval"]["overlay_cases"] = 1
     params["cohort"]["paths"]["sources"] = {k: str(v) for k, v in src.items()}
