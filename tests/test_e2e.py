@@ -37,7 +37,7 @@ def repo(tmp_path_factory):
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["fetch"]["mirrors"] = offline_mirrors()
     params["fetch"]["allow_upstream"] = False
-    # Each worker of `make test` has one thread: these sizes keep the pipeline at ~15 min
+    # Each worker of `make test` has one thread: these sizes keep its pipeline at ≈ 16 min
     params["classifier"]["train"]["epochs"] = 2
     params["clip"]["arch"]["vision"]["image_size"] = 32  # 28 px upsampled a little
     params["clip"]["train"]["epochs"] = 2
