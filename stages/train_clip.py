@@ -22,7 +22,6 @@ Outputs: ``clip.paths.model`` in open_clip's ``local-dir:`` layout;
 import logging
 
 import numpy as np
-from PIL import Image
 
 from cxrlab.captioning.data import load_caption_data, split_of
 from cxrlab.captioning.model import minilm_dir
@@ -33,6 +32,7 @@ from cxrlab.core.utils import seed_everything
 from cxrlab.labeling.model import build_clip, build_lit, save_clip
 from cxrlab.labeling.train import caption_classes, train_clip
 from cxrlab.params import load_section
+from cxrlab.segmentation.data import resize
 from cxrlab.stage import run_stage
 
 log = logging.getLogger("train_clip")
@@ -47,7 +47,7 @@ def main() -> None:
         bundle = build_lit(params.lit, minilm_dir())
         pairs, images = load_caption_data(load_section("captioning").paths.data)
         images, texts = split_of(pairs, images, "train")
-        small = np.stack([shrink(image, params.lit.source_size) for image in images])
+        small = np.stack([resize(image, params.lit.source_size, "box") for image in images])
         labels, class_names, captions = caption_classes(texts)
         log.info("training the LiT heads on %d caption pairs (%d distinct captions), %d px",
                  len(texts), len(class_names), params.lit.source_size)  # fmt: skip
@@ -66,11 +66,6 @@ def main() -> None:
         return
     save_clip(bundle, params.paths.model)
     log.info("saved %s", params.paths.model)
-
-
-def shrink(image: np.ndarray, size: int) -> np.ndarray:
-    """A uint8 grey image resized to ``size`` x ``size`` (area-averaged)."""
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BOX))
 
 
 if __name__ == "__main__":

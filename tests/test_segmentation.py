@@ -8,12 +8,13 @@ import torch
 
 from cxrlab.core.augment import AugmentConfig, augment_pair
 from cxrlab.core.errors import ConfigError, DataError
-from cxrlab.segmentation.config import SegmenterConfig, SegTrainConfig
+from cxrlab.segmentation.config import SegmenterConfig, SegTrainConfig, names_weight_file
 from cxrlab.segmentation.data import (
     IGNORE,
     encode_mask,
     read_index,
     read_pair,
+    resize,
     screen,
     split_by_patient,
 )
@@ -225,6 +226,24 @@ def test_a_fetched_weight_file_fills_a_timm_encoder_with_its_stem_folded_to_grey
         build_segmenter(dataclasses.replace(cfg, encoder_weights="data/raw/none/x.pth"))
     with pytest.raises(ConfigError, match="a weight file needs a timm encoder"):
         build_segmenter(dataclasses.replace(cfg, encoder="resnet18"))
+
+
+@pytest.mark.parametrize(
+    ("weights", "is_file"),
+    [(None, False), ("imagenet", False), ("ssl", False), ("lite0.pth", True),
+     ("data/raw/efficientnet_lite0/w", True), ("w.pt", True)],
+)  # fmt: skip
+def test_a_weight_file_is_told_from_smp_weight_names(weights, is_file):
+    """One rule for the loader above and for cxrlab.hub's list of repositories."""
+    assert names_weight_file(weights) is is_file
+
+
+def test_resize_methods_keep_mask_codes_and_average_areas():
+    mask = np.zeros((4, 4), np.uint8)
+    mask[:, 2:] = 2
+    assert set(np.unique(resize(mask, 3, "nearest"))) <= {0, 2}
+    checker = np.indices((8, 8)).sum(0).astype(np.uint8) % 2 * 200  # 0/200 pixel checkerboard
+    assert (resize(checker, 2, "box") == 100).all()  # each output pixel the mean of its 4x4
 
 
 @pytest.mark.slow

@@ -68,14 +68,6 @@ def _captioner_files(family: str) -> tuple[str, ...]:
 SMP_PARAM = "segmentation.model.encoder_weights"
 
 
-def is_weights_file(weights: str) -> bool:
-    """Whether ``encoder_weights`` names a local file (a fetched one), not smp's weights.
-
-    The same rule as ``segmentation.model``'s loader, which reads such a file itself.
-    """
-    return "/" in weights or weights.endswith((".pth", ".pt"))
-
-
 def _smp_repo(encoder: str, weights: str) -> Repo:
     """The smp encoder's repository; the revision smp pins is read only at download.
 
@@ -111,8 +103,10 @@ def repos(params: dict[str, Any]) -> list[Repo]:
         if repo_id in OPEN_CLIP_TEXT_TOWERS:
             found.append(Repo(OPEN_CLIP_TEXT_TOWERS[repo_id], ("config.json", "vocab.txt"),
                               "clip.model_id (its text tower and tokenizer)"))  # fmt: skip
+    from cxrlab.segmentation.config import names_weight_file
+
     seg = params["segmentation"].get("model", {})
-    if seg.get("encoder_weights") and not is_weights_file(seg["encoder_weights"]):
+    if seg.get("encoder_weights") and not names_weight_file(seg["encoder_weights"]):
         found.append(_smp_repo(seg.get("encoder", "resnet18"), seg["encoder_weights"]))
     diffusion = params["diffusion"]
     if diffusion.get("pretrained"):

@@ -55,6 +55,18 @@ class SegmenterConfig:
     in_channels: int = 1
 
 
+def names_weight_file(encoder_weights: str | None) -> bool:
+    """Whether ``encoder_weights`` names a weight file, not weights smp fetches by name.
+
+    A file (such as the fetched EfficientNet-Lite0) has a folder in its path or ends in
+    ``.pth``/``.pt``; smp's names (``imagenet``, ``ssl``, ...) have neither. The loader in
+    ``segmentation.model`` reads such a file itself; ``cxrlab.hub`` lists no repository for it.
+    """
+    return bool(encoder_weights) and (
+        "/" in encoder_weights or encoder_weights.endswith((".pth", ".pt"))
+    )
+
+
 @dataclass(frozen=True)
 class SegTrainConfig:
     """Optimisation settings for the segmenter.

@@ -148,10 +148,16 @@ def normalize_xray(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> n
     return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
 
 
-def resize(array: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
-    """Resize an 8-bit array to ``size`` x ``size`` (nearest for masks)."""
-    method = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
-    return np.array(Image.fromarray(array).resize((size, size), method))
+RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,  # images
+    "nearest": Image.Resampling.NEAREST,  # masks: no new label values
+    "box": Image.Resampling.BOX,  # large shrinks: each pixel the mean of its area
+}
+
+
+def resize(array: np.ndarray, size: int, method: str = "bilinear") -> np.ndarray:
+    """Resize an 8-bit array to ``size`` x ``size`` with a ``RESAMPLING`` method."""
+    return np.array(Image.fromarray(array).resize((size, size), RESAMPLING[method]))
 
 
 def prepare_arrays(
@@ -163,7 +169,7 @@ def prepare_arrays(
     for row in index.itertuples():
         image, mask = read_pair(root / "images" / row.image, root / "masks" / row.mask)
         images.append(resize(normalize_xray(image), image_size))
-        masks.append(resize(mask, image_size, nearest=True))
+        masks.append(resize(mask, image_size, "nearest"))
     return np.stack(images), np.stack(masks)
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.core.runtime import device_of, run_batched
 from cxrlab.core.transforms import to_tensor
-from cxrlab.segmentation.config import SegmenterConfig
+from cxrlab.segmentation.config import SegmenterConfig, names_weight_file
 
 
 def build_segmenter(cfg: SegmenterConfig) -> nn.Module:
@@ -82,7 +82,7 @@ def _weights_file(cfg: SegmenterConfig) -> Path | None:
         ConfigError: If the encoder is not a timm one (``tu-``), which the file needs.
     """
     weights = cfg.encoder_weights
-    if weights is None or ("/" not in weights and not weights.endswith((".pth", ".pt"))):
+    if not names_weight_file(weights):
         return None
     if not Path(weights).is_file():
         raise DataError(
