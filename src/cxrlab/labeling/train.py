@@ -85,7 +85,7 @@ def train_clip(
     if missing:
         raise ConfigError(f"clip.train.captions has no caption for class '{missing[0]}'.")
     model = bundle.model
-    model.to(device())
+    model.to(device(), memory_format=_memory_format(cfg))
     # Every caption tokenised once; each step encodes the distinct captions and indexes them.
     captions = [(c, t) for c in class_names for t in by_name[c]]
     tokens = bundle.tokenizer([t for _, t in captions]).to(device())
@@ -106,7 +106,7 @@ def train_clip(
         validate=lambda: {"train_logit_scale": model.logit_scale.exp().item()},
         keep=KEEP_LAST, checkpoint=checkpoint, on_epoch=on_epoch,
     )  # fmt: skip
-    model.to("cpu")
+    model.to("cpu", memory_format=torch.contiguous_format)
     return result
 
 
@@ -122,6 +122,10 @@ def caption_classes(texts: list[str]) -> tuple[np.ndarray, list[str], dict[str, 
     return np.array([index[t] for t in texts]), names, {t: [t] for t in names}
 
 
+def _memory_format(cfg: ClipTrainConfig) -> torch.memory_format:
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
 def _train_epoch(model, x, y, cfg: ClipTrainConfig, epoch, tokens, by_class, optimizer, scheduler):
     """One seeded pass: each image with a caption of its class, drawn from ``by_class``."""
     model.train()
@@ -134,6 +138,7 @@ def _train_epoch(model, x, y, cfg: ClipTrainConfig, epoch, tokens, by_class, opt
                             for k in y[idx].tolist()])  # fmt: skip
         part = shard(len(idx))  # this process's share of the batch
         xb = augment_batch(x[idx], cfg.augment, gen)[part].to(device())
+        xb = xb.contiguous(memory_format=_memory_format(cfg))
         with autocast():
             image = model.encode_image(xb, normalize=True)
             text = model.encode_text(tokens, normalize=True)
