@@ -28,7 +28,7 @@ from cxrlab.core.loop import make_optimizer
 from cxrlab.core.utils import seed_everything
 from cxrlab.generation.model import build_unet
 from cxrlab.labeling.model import build_clip
-from cxrlab.labeling.train import _train_epoch
+from cxrlab.labeling.train import _memory_format, _train_epoch
 from cxrlab.params import parse_section
 
 
@@ -46,9 +46,8 @@ def clip_step(params, steps: int):
         tokens = bundle.tokenizer([t for c in names for t in cfg.captions[c]])
         per = len(cfg.captions[names[0]])
         by_class = [torch.arange(k * per, (k + 1) * per) for k in range(len(names))]
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        bundle.model.to(memory_format=fmt)
         run_cfg = replace(cfg, channels_last=channels_last)
+        bundle.model.to(memory_format=_memory_format(run_cfg))  # as train_clip does
         optimizer, scheduler = make_optimizer(bundle.model, cfg.optim, 2 * steps + 2)
         warm = cfg.batch_size  # one untimed warm-up step
         _train_epoch(bundle.model, x[:warm], y[:warm], run_cfg, 0, tokens, by_class,
