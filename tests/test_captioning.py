@@ -279,6 +279,29 @@ def test_llava_prompt_follows_the_tokenizers_chat_template():
     assert all(v == -100 for v in labels[:-caption]) and labels[-caption:] == ids[-caption:]
 
 
+def test_llava_system_turn_replaces_the_templates_default():
+    """SmolLM2's template adds its own system turn when none is given; ``system`` sets it."""
+    captioner = build_captioner(tiny.captioner("llava"))
+    tok = captioner.tokenizer
+    tok.add_special_tokens({"additional_special_tokens": ["<image>", "<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = (
+        "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
+        "<|im_start|>system\nyou are a helpful assistant<|im_end|>\n{% endif %}"
+        "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    prefixes = {}
+    for system in (None, "", "you read chest films"):
+        captioner.cfg = dataclasses.replace(captioner.cfg, system=system)
+        ids = encode_captions(captioner, tiny.CAPTIONS[:1])["input_ids"][0]
+        prefixes[system] = tok.decode(ids)
+    assert "helpful assistant" in prefixes[None]
+    assert "helpful" not in prefixes[""]
+    assert prefixes[""].startswith("<|im_start|> system <|im_end|>")
+    assert "you read chest films" in prefixes["you read chest films"]
+    assert all(p.count("<|im_start|> system") == 1 for p in prefixes.values())
+
+
 def test_4bit_loading_is_qlora_nf4_on_the_gpu_only():
     q = quantization_config()
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant

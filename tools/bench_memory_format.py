@@ -25,10 +25,11 @@ import torch
 
 from cxrlab.core.config import load_params
 from cxrlab.core.loop import make_optimizer
+from cxrlab.core.runtime import memory_format
 from cxrlab.core.utils import seed_everything
 from cxrlab.generation.model import build_unet
 from cxrlab.labeling.model import build_clip
-from cxrlab.labeling.train import _memory_format, _train_epoch
+from cxrlab.labeling.train import _train_epoch
 from cxrlab.params import parse_section
 
 
@@ -47,7 +48,7 @@ def clip_step(params, steps: int):
         per = len(cfg.captions[names[0]])
         by_class = [torch.arange(k * per, (k + 1) * per) for k in range(len(names))]
         run_cfg = replace(cfg, channels_last=channels_last)
-        bundle.model.to(memory_format=_memory_format(run_cfg))  # as train_clip does
+        bundle.model.to(memory_format=memory_format(run_cfg.channels_last))  # as train_clip does
         optimizer, scheduler = make_optimizer(bundle.model, cfg.optim, 2 * steps + 2)
         warm = cfg.batch_size  # one untimed warm-up step
         _train_epoch(bundle.model, x[:warm], y[:warm], run_cfg, 0, tokens, by_class,
@@ -70,7 +71,7 @@ def unet_step(params, steps: int):
     def run(channels_last: bool) -> float:
         seed_everything(0)
         unet = build_unet(model.unet, side, model.vae.latent_channels, model.text.hidden_size)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        fmt = memory_format(channels_last)
         unet.to(memory_format=fmt)
         z = latents.contiguous(memory_format=fmt)
         optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)

@@ -27,6 +27,7 @@ import torch
 
 from cxrlab.core.config import load_params
 from cxrlab.core.loop import make_optimizer
+from cxrlab.core.runtime import memory_format
 from cxrlab.core.transforms import to_tensor
 from cxrlab.core.utils import seed_everything
 from cxrlab.params import parse_section
@@ -68,7 +69,7 @@ def main() -> None:
     x, y = to_tensor(images, size), torch.as_tensor(masks).unsqueeze(1)
     warm = 2 * batch  # two warm-up steps each, untimed
     optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.epochs * (args.steps + 2))
-    model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    model.to(memory_format=memory_format(cfg.channels_last))
     _train_epoch(model, x[:warm], y[:warm], cfg, 0, optimizer, scheduler)
     start = time.perf_counter()
     _train_epoch(model, x, y, cfg, 1, optimizer, scheduler)

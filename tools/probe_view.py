@@ -24,16 +24,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cxrlab.captioning.evaluate import caption_view_and_findings
-from cxrlab.captioning.model import _is_peft, load_captioner, pixel_values
+from cxrlab.captioning.model import load_captioner, pixel_values, vision_tower
 from cxrlab.params import load_section
 
 
 @torch.no_grad()
 def tower_tokens(captioner, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """The vision tower's image tokens (N, tokens, width) for uint8 images."""
-    model = captioner.model.get_base_model() if _is_peft(captioner.model) else captioner.model
-    tower = model.vision_model if captioner.cfg.family == "blip" else model.model.vision_tower
-    tower.eval()
+    tower = vision_tower(captioner).eval()
     out = [tower(pixel_values=pixel_values(captioner, images[i : i + batch_size]))
            .last_hidden_state for i in range(0, len(images), batch_size)]  # fmt: skip
     return torch.cat(out).numpy()

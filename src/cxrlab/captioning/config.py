@@ -70,6 +70,10 @@ class CaptionerConfig:
         prompt: The instruction the LLaVA family sees before the caption. Beam search's
             ``no_repeat_ngram_size`` also counts the prompt's n-grams, so keep report
             phrases (such as "chest radiograph") out of it.
+        system: The system turn before the prompt, for tokenizers with a chat template.
+            None leaves the template's own choice: LLaMA-3's adds no system turn, while
+            SmolLM2's adds "You are a helpful AI assistant named SmolLM, trained by Hugging
+            Face", 19 tokens in front of every caption. "" gives an empty system turn.
         load_in_4bit: Load a pretrained LLaVA quantised to 4 bits (nf4, double
             quantisation, bf16 compute), on the CUDA GPU.
     """
@@ -79,6 +83,7 @@ class CaptionerConfig:
     image_size: int = 128
     max_length: int = 64
     prompt: str = "describe the image:"
+    system: str | None = None
     load_in_4bit: bool = False
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)

@@ -482,17 +482,20 @@ def pixel_values(captioner: Captioner, images: np.ndarray | torch.Tensor) -> tor
 def _prefix_ids(captioner: Captioner) -> list[int]:
     """LLaVA's prompt, up to where the caption starts.
 
-    With a chat template (LLaMA-3): the template's user turn holding ``<image>`` and the
-    instruction, then the assistant header, with the one ``<image>`` token repeated once
-    per image patch. Without one (the tiny MiniLM tokenizer): the image tokens, the
-    tokenizer's begin token (BERT's [CLS]) and the instruction.
+    With a chat template (LLaMA-3): the system turn ``cfg.system`` asks for, the
+    template's user turn holding ``<image>`` and the instruction, then the assistant
+    header, with the one ``<image>`` token repeated once per image patch. Without one
+    (the tiny MiniLM tokenizer): the image tokens, the tokenizer's begin token (BERT's
+    [CLS]) and the instruction.
     """
     tok = captioner.tokenizer
     image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
     image = [image_id] * captioner.num_image_tokens
     if getattr(tok, "chat_template", None):
-        turn = [{"role": "user", "content": f"{IMAGE_TOKEN}\n{captioner.cfg.prompt}"}]
-        text = tok.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+        system = captioner.cfg.system
+        turns = [] if system is None else [{"role": "system", "content": system}]
+        turns += [{"role": "user", "content": f"{IMAGE_TOKEN}\n{captioner.cfg.prompt}"}]
+        text = tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False)["input_ids"]
         at = ids.index(image_id)
         return ids[:at] + image + ids[at + 1 :]
@@ -626,13 +629,16 @@ def generate_captions(
     return [t.strip() for t in tok.batch_decode(out.cpu(), skip_special_tokens=True)]
 
 
+def vision_tower(captioner: Captioner) -> torch.nn.Module:
+    """The image encoder of either family, under a peft wrapper or not."""
+    model = captioner.model.get_base_model() if _is_peft(captioner.model) else captioner.model
+    return model.vision_model if captioner.cfg.family == "blip" else model.model.vision_tower
+
+
 @torch.no_grad()
 def image_embeddings(captioner: Captioner, pixels: torch.Tensor) -> torch.Tensor:
     """Mean-pooled, L2-normalised vision-encoder features (N, D)."""
-    model = captioner.model
-    if _is_peft(model):
-        model = model.get_base_model()
-    vision = model.vision_model if captioner.cfg.family == "blip" else model.model.vision_tower
-    model.eval()
+    vision = vision_tower(captioner)
+    captioner.model.eval()
     hidden = vision(pixel_values=pixels).last_hidden_state
     return F.normalize(hidden.mean(dim=1), dim=-1).cpu()

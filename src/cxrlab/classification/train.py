@@ -24,7 +24,14 @@ from cxrlab.classification.model import Classifier, predict_proba
 from cxrlab.core.augment import augment_batch
 from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.loop import Keep, TrainResult, fit, make_optimizer, model_signature, optimizer_step
-from cxrlab.core.runtime import accelerator, autocast, device, mean_over_processes, shard
+from cxrlab.core.runtime import (
+    accelerator,
+    autocast,
+    device,
+    mean_over_processes,
+    memory_format,
+    shard,
+)
 from cxrlab.core.transforms import to_tensor
 
 log = logging.getLogger(__name__)
@@ -52,11 +59,11 @@ def train_classifier(
     Returns:
         The best epoch, its validation score, the per-epoch history and the time taken.
     """
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(device(), memory_format=memory_format)
-    x_train = to_tensor(train.images, cfg.image_size).contiguous(memory_format=memory_format)
+    layout = memory_format(cfg.channels_last)
+    model.to(device(), memory_format=layout)
+    x_train = to_tensor(train.images, cfg.image_size).contiguous(memory_format=layout)
     y_train = torch.as_tensor(train.labels)
-    x_val = to_tensor(val.images, cfg.image_size).contiguous(memory_format=memory_format)
+    x_val = to_tensor(val.images, cfg.image_size).contiguous(memory_format=layout)
 
     steps_per_epoch = -(-len(y_train) // cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.epochs * steps_per_epoch)

@@ -110,6 +110,11 @@ def grad_scaler() -> torch.amp.GradScaler | None:
     return torch.amp.GradScaler(device().type) if _precision == "fp16" else None
 
 
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """The layout a ``channels_last`` param asks for (channels-last is faster for convs on CPU)."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def device() -> torch.device:
     """The device models train and predict on."""
     return accelerator().device

@@ -29,7 +29,7 @@ from cxrlab.core.loop import (
     model_signature,
     optimizer_step,
 )
-from cxrlab.core.runtime import autocast, device, mean_over_processes, shard
+from cxrlab.core.runtime import autocast, device, mean_over_processes, memory_format, shard
 from cxrlab.labeling.config import ClipTrainConfig
 from cxrlab.labeling.model import ClipBundle
 
@@ -85,7 +85,7 @@ def train_clip(
     if missing:
         raise ConfigError(f"clip.train.captions has no caption for class '{missing[0]}'.")
     model = bundle.model
-    model.to(device(), memory_format=_memory_format(cfg))
+    model.to(device(), memory_format=memory_format(cfg.channels_last))
     # Every caption tokenised once; each step encodes the distinct captions and indexes them.
     captions = [(c, t) for c in class_names for t in by_name[c]]
     tokens = bundle.tokenizer([t for _, t in captions]).to(device())
@@ -122,10 +122,6 @@ def caption_classes(texts: list[str]) -> tuple[np.ndarray, list[str], dict[str, 
     return np.array([index[t] for t in texts]), names, {t: [t] for t in names}
 
 
-def _memory_format(cfg: ClipTrainConfig) -> torch.memory_format:
-    return torch.channels_last if cfg.channels_last else torch.contiguous_format
-
-
 def _train_epoch(model, x, y, cfg: ClipTrainConfig, epoch, tokens, by_class, optimizer, scheduler):
     """One seeded pass: each image with a caption of its class, drawn from ``by_class``."""
     model.train()
@@ -138,7 +134,7 @@ def _train_epoch(model, x, y, cfg: ClipTrainConfig, epoch, tokens, by_class, opt
                             for k in y[idx].tolist()])  # fmt: skip
         part = shard(len(idx))  # this process's share of the batch
         xb = augment_batch(x[idx], cfg.augment, gen)[part].to(device())
-        xb = xb.contiguous(memory_format=_memory_format(cfg))
+        xb = xb.contiguous(memory_format=memory_format(cfg.channels_last))
         with autocast():
             image = model.encode_image(xb, normalize=True)
             text = model.encode_text(tokens, normalize=True)

@@ -16,7 +16,7 @@ from cxrlab.core.augment import augment_pair
 from cxrlab.core.checkpoint import fingerprint
 from cxrlab.core.errors import ConfigError
 from cxrlab.core.loop import Keep, TrainResult, fit, make_optimizer, model_signature, optimizer_step
-from cxrlab.core.runtime import autocast, device, mean_over_processes, shard
+from cxrlab.core.runtime import autocast, device, mean_over_processes, memory_format, shard
 from cxrlab.core.transforms import to_tensor
 from cxrlab.segmentation.config import SegTrainConfig
 from cxrlab.segmentation.data import IGNORE
@@ -67,8 +67,8 @@ def train_segmenter(
     """
     if len(train[0]) == 0 or len(val[0]) == 0:
         raise ConfigError("the segmentation train and val splits must not be empty.")
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(device(), memory_format=memory_format)
+    layout = memory_format(cfg.channels_last)
+    model.to(device(), memory_format=layout)
     x_train = to_tensor(train[0], train[0].shape[-1])
     y_train = torch.as_tensor(train[1]).unsqueeze(1)
     steps_per_epoch = -(-len(x_train) // cfg.batch_size)
@@ -105,7 +105,7 @@ def train_segmenter(
 def _train_epoch(model, x, y, cfg: SegTrainConfig, epoch: int, optimizer, scheduler) -> float:
     """One seeded pass over (x, y) in augmented, sharded batches; the mean loss."""
     model.train()
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    layout = memory_format(cfg.channels_last)
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     order = torch.randperm(len(x), generator=gen)
     total, count = 0.0, 0
@@ -115,7 +115,7 @@ def _train_epoch(model, x, y, cfg: SegTrainConfig, epoch: int, optimizer, schedu
         part = shard(len(idx))  # this process's share of the batch
         xb, yb = xb[part].to(device()), yb[part].to(device())
         with autocast():
-            logits = model(xb.contiguous(memory_format=memory_format))[:, 0]
+            logits = model(xb.contiguous(memory_format=layout))[:, 0]
         loss = segmentation_loss(logits.float(), yb[:, 0], cfg.dice_weight, cfg.bce_weight)
         total += optimizer_step(loss, optimizer, scheduler, model.parameters()) * len(xb)
         count += len(xb)
