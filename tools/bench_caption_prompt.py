@@ -7,9 +7,10 @@ SmolLM2 weights, the LoRA of ``captioning.train``) and times one forward and bac
 :func:`cxrlab.captioning.model.caption_forward` on batches of prepared train images and
 captions, as ``train_captioner`` runs it, for two settings of ``captioning.model.system``:
 None (SmolLM2's template adds its own 19-token system turn) and "" (an empty one). They
-alternate on the same batch, so drift in the machine's speed hits both alike.
-Needs ``make weights`` and ``dvc repro prepare_captions``. Prints one JSON line: the padded
-row length (last batch), seconds per step of each setting and the ratio of the medians. Run alone.
+alternate on the same batch, so drift in the machine's speed hits both alike. Needs
+``make weights`` and ``dvc repro prepare_captions``. Prints one JSON line: the padded row
+length (last batch), seconds per step of each setting and the ratio of the medians. Run
+alone on the machine.
 """
 
 import argparse
