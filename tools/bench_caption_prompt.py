@@ -19,9 +19,7 @@ import statistics
 import time
 from dataclasses import replace
 
-import numpy as np
-import pandas as pd
-
+from cxrlab.captioning.data import load_caption_data, split_of
 from cxrlab.captioning.model import (
     add_lora,
     build_captioner,
@@ -45,10 +43,7 @@ def main() -> None:
     captioner = build_captioner(params.model)
     add_lora(captioner, train.lora_rank, train.lora_alpha, train.lora_targets,
              train.lora_modules_to_save)  # fmt: skip
-    table = pd.read_csv(f"{params.paths.data}/captions.csv")
-    keep = (table["split"] == "train").to_numpy()
-    images = np.load(f"{params.paths.data}/images.npz")["images"][keep]
-    texts = table["caption"][keep].tolist()
+    images, texts = split_of(*load_caption_data(params.paths.data), "train")
     captioner.model.train()
     seconds: dict[str, list[float]] = {name: [] for name in SETTINGS}
     tokens: dict[str, int] = {}

@@ -17,12 +17,12 @@ import argparse
 import json
 
 import numpy as np
-import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cxrlab.captioning.data import load_caption_data
 from cxrlab.captioning.evaluate import caption_view_and_findings
 from cxrlab.captioning.model import load_captioner, pixel_values, vision_tower
 from cxrlab.params import load_section
@@ -43,8 +43,7 @@ def main() -> None:
     parser.add_argument("--c", type=float, nargs="+", default=[0.01, 0.1, 1.0])
     args = parser.parse_args()
     paths = load_section("captioning").paths
-    table = pd.read_csv(f"{paths.data}/captions.csv")
-    images = np.load(f"{paths.data}/images.npz")["images"]
+    table, images = load_caption_data(paths.data)
     views = np.array([caption_view_and_findings(c)[0] or "none" for c in table["caption"]])
     train, val = (table["split"] == "train").to_numpy(), (table["split"] == "val").to_numpy()
     tokens = tower_tokens(load_captioner(paths.model), images)
