@@ -1,4 +1,4 @@
-"""Stage caption_images: beam-search captions for the test images, resumable.
+"""Stage caption_images: captions for the test images (greedy or beam search), resumable.
 
 Results are appended batch by batch to a JSON-lines file under
 ``captioning.paths.checkpoints``; a killed run resumes with the images still
