@@ -14,8 +14,6 @@ import argparse
 import json
 import time
 
-import torch
-
 from cxrlab.captioning.data import load_caption_data, split_of
 from cxrlab.captioning.evaluate import CaptionScorer, grounding
 from cxrlab.captioning.model import generate_captions, load_captioner, pixel_values
@@ -33,19 +31,18 @@ def main() -> None:
     images, references = split_of(*load_caption_data(params.paths.data), "val")
     captioner = load_captioner(params.paths.model)
     scorer = CaptionScorer(meteor=False)
+    keep = ("bleu_4", "rouge_l", "cider", "view_accuracy", "findings_accuracy",
+            "distinct_captions")  # fmt: skip
     for beams in args.beams:
         for no_repeat in args.no_repeat:
             start, captions = time.perf_counter(), []
             for i in range(0, len(images), args.batch_size):
-                with torch.no_grad():
-                    x = pixel_values(captioner, images[i : i + args.batch_size])
-                    captions += generate_captions(
-                        captioner, x, beams, params.decode.max_new_tokens, no_repeat
-                    )
+                x = pixel_values(captioner, images[i : i + args.batch_size])
+                captions += generate_captions(
+                    captioner, x, beams, params.decode.max_new_tokens, no_repeat
+                )
             seconds = time.perf_counter() - start
             scores = scorer.score(references, captions) | grounding(references, captions)
-            keep = ("bleu_4", "rouge_l", "cider", "view_accuracy", "findings_accuracy",
-                    "distinct_captions")  # fmt: skip
             print(json.dumps({"num_beams": beams, "no_repeat_ngram_size": no_repeat,
                               **{k: round(float(scores[k]), 4) for k in keep},
                               "val_images": len(captions), "seconds": round(seconds, 1)}),

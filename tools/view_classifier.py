@@ -50,7 +50,7 @@ class ViewClassifier(torch.nn.Module):
         return self.head(self.cnn(x.expand(-1, 3, -1, -1)).mean((2, 3)))
 
 
-def fit(x_train, y_train, x_val, y_val, vision, epochs: int, lr: float, seed: int) -> list:
+def fit(x_train, y_train, x_val, vision, epochs: int, lr: float, seed: int) -> list:
     """Train one classifier; the val predictions after each epoch."""
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -92,12 +92,12 @@ def main() -> None:
     train, val = (table["split"] == "train").to_numpy(), (table["split"] == "val").to_numpy()
     majority = np.bincount(labels[train]).argmax()
     y_val = labels[val]
+    raw_dir = Path(params.paths.covid).parent  # as prepare_captions reads it
     for size in args.sizes:
-        raw_dir = Path(params.paths.covid).parent  # as prepare_captions reads it
         images = prepared if size == prepared.shape[-1] else load_pair_images(table, raw_dir, size)
         x = to_tensor(images, size)
         for seed in args.seeds:
-            per_epoch = fit(x[train], torch.as_tensor(labels[train]), x[val], y_val,
+            per_epoch = fit(x[train], torch.as_tensor(labels[train]), x[val],
                             params.model.vision, args.epochs, args.lr, seed)  # fmt: skip
             accuracy = [float(np.mean(p == y_val)) for p in per_epoch]
             other = y_val != majority
