@@ -2,17 +2,19 @@
 
 Scores every sampler x variant that generate_base and generate_lora wrote with the
 project's own PneumoniaMNIST classifier: the Fréchet distance of its penultimate features
-against the real test images (``domain_fid``; ``val_domain_fid`` against the real val
-images is the one to choose params by), the same with the generated set cut to the test
-split's class mix (``domain_fid_matched``) and per class (``domain_fid_<class>``), the
-share of images it assigns to the prompted class, the mean pairwise feature distance, and
-the share of saturated pixels (black-and-white noise from a destroyed adapter is mostly
-that). Beside it the standard FID (``inception_fid``: InceptionV3 pool features at 299 px,
-class mix matched), when ``diffusion.evaluate.inception`` names the network. Real images
-pass through the same resize to the generation resolution and back. References: real val
-vs real test, and test images reconstructed by the VAE (the autoencoder's floor). Each
-sampler's grid shows real test images and the first ``grid_columns`` per class of both
-variants (same seeds).
+against the real test images (``domain_fid``; ``val_domain_fid``, against the real val
+images with the generated set cut to val's class mix, is the one to choose params by),
+the same with the generated set cut to the test split's class mix (``domain_fid_matched``)
+and per class (``domain_fid_<class>``), the share of images it assigns to the prompted
+class, the mean pairwise feature distance, and the share of saturated pixels
+(black-and-white noise from a destroyed adapter is mostly that). Beside it the standard
+FID (``inception_fid``: InceptionV3 pool features at 299 px, class mix matched), when
+``diffusion.evaluate.inception`` names the network. Real images pass through the same
+resize to the generation resolution and back. References: real val vs real test, real
+train (the split the generator learnt from) vs each, and test images reconstructed by the
+VAE (the autoencoder's floor). Each sampler's grid shows real test images (at the
+generation resolution) and the first ``grid_columns`` per class of both variants (same
+seeds).
 
 Inputs:  ``diffusion.paths.{generated,classifier,base,data}``; params
          ``diffusion.generate`` (samplers, grid_columns), ``diffusion.evaluate``.
@@ -26,12 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlab.classification.data import CLASS_NAMES, load_pneumoniamnist
-from cxrlab.classification.model import embed, load_classifier, predict_proba
+from cxrlab.classification.data import CLASS_NAMES
 from cxrlab.core.errors import DataError
 from cxrlab.core.live import write_metrics
-from cxrlab.core.transforms import to_tensor, to_uint8
-from cxrlab.generation.evaluate import SetScorer, compare_samplers, inception_features
+from cxrlab.generation.evaluate import (
+    SetScorer,
+    classifier_features,
+    compare_samplers,
+    inception_features,
+    real_sets,
+)
 from cxrlab.generation.figures import plot_generation_scores, save_sample_grid
 from cxrlab.generation.model import reconstruct
 from cxrlab.params import load_section
@@ -39,17 +45,15 @@ from cxrlab.stage import run_stage
 
 log = logging.getLogger("evaluate_generation")
 VARIANTS = ("base", "lora")
-SPLITS = ("val", "test")
 
 
 def main() -> None:
     """Score each generated set and write the metrics and the figure."""
     params = load_section("diffusion")
     paths, res, weights = params.paths, params.model.resolution, params.evaluate.inception
-    splits = load_pneumoniamnist(paths.data)
-    real = {s: (to_uint8(to_tensor(splits[s].images, res)), splits[s].labels) for s in SPLITS}
+    real = real_sets(paths.data, res, ("train", "val", "test"))
     inception = inception_features(weights) if weights else None
-    scorer = SetScorer(_classifier_features(paths.classifier), real, CLASS_NAMES, inception)
+    scorer = SetScorer(classifier_features(paths.classifier), real, CLASS_NAMES, inception)
     scores: dict[str, dict[str, dict[str, float]]] = {}
     generated: dict[str, dict[str, np.ndarray]] = {}
     for variant, sampler, images, labels, speed in _generated_sets(Path(paths.generated)):
@@ -58,7 +62,7 @@ def main() -> None:
         generated.setdefault(sampler, {})[variant] = images
         log.info("%s %s: %s", sampler, variant, {k: round(v, 4) for k, v in row.items()})
     for sampler, images in generated.items():
-        _save_grid(sampler, images, labels, splits["test"], params.generate, paths.figures)
+        _save_grid(sampler, images, labels, real["test"], params.generate, paths.figures)
     reference = scorer.reference(reconstruct(paths.base, real["test"][0], res))
     metrics = {**scores, "reference": reference}
     if {"lcm", "ddim"} <= set(scores):
@@ -66,17 +70,6 @@ def main() -> None:
     write_metrics(paths.eval_live, metrics)
     plot_generation_scores(scores, reference["val_vs_test_fid"], paths.figures.scores)
     log.info("reference %s; wrote %s", reference, paths.eval_live)
-
-
-def _classifier_features(path: str):
-    """A function from uint8 images to the classifier's features and probabilities."""
-    model, meta = load_classifier(path)
-
-    def features(images):
-        x = to_tensor(images, meta["image_size"])
-        return embed(model, x).numpy(), predict_proba(model, x).numpy()
-
-    return features
 
 
 def _generated_sets(root: Path):
@@ -91,8 +84,9 @@ def _generated_sets(root: Path):
 def _save_grid(sampler, images: dict, labels, real, cfg, figures) -> None:
     """Real test images, then each variant's, one row per class, same seeds per row."""
     n, sampling = cfg.grid_columns, cfg.samplers[sampler]
+    real_images, real_labels = real
     rows = [
-        (f"real: {name}", real.images[real.labels == c][:n]) for c, name in enumerate(CLASS_NAMES)
+        (f"real: {name}", real_images[real_labels == c][:n]) for c, name in enumerate(CLASS_NAMES)
     ]
     rows += [
         (f"{variant}: {name}", images[variant][labels == c][:n])

@@ -26,7 +26,13 @@ import numpy as np
 from cxrlab.classification.data import CLASS_NAMES
 from cxrlab.core.errors import ConfigError
 from cxrlab.core.utils import atomic_path, seed_everything
-from cxrlab.generation.model import check_lora_record, load_variant, sample_images, use_sampler
+from cxrlab.generation.model import (
+    check_lora_record,
+    load_variant,
+    sample_images,
+    use_sampler,
+    variant_adapters,
+)
 from cxrlab.params import load_section
 from cxrlab.stage import run_stage
 
@@ -51,11 +57,7 @@ def main() -> None:
         check_lora_record(paths.lora)  # never sample from an adapter that diverged
     speed, out = {}, {}
     for sampler, sampling in cfg.samplers.items():
-        adapters = {"lcm": (paths.lcm_lora, 1.0)} if sampler == "lcm" else {}
-        if variant == "lora":
-            # not "lora": diffusers matches adapter names as substrings of "lora_A" keys and
-            # would log every LCM-LoRA key as missing
-            adapters["class"] = (paths.lora, cfg.lora_scale)
+        adapters = variant_adapters(paths, sampler, variant, cfg.lora_scale)
         pipe = load_variant(paths.base, adapters, cfg.vae_slicing)
         use_sampler(pipe, sampler, dict(pipe.scheduler.config))
         out[sampler], speed[sampler] = _generate(pipe, sampling, captions, cfg, res)

@@ -288,6 +288,70 @@ def test_matching_the_class_mix_removes_the_fid_that_the_mix_alone_causes():
     assert "inception_fid" not in row  # no Inception network given
 
 
+def test_val_fid_cuts_the_generated_set_to_vals_mix_and_score_val_needs_no_test():
+    """Generated features drawn from the real class distributions at 50/50, real val at
+    26/74: the val FID, cut to val's mix, is near zero, and a scorer given val alone scores
+    the set without any test image."""
+    rng = np.random.default_rng(1)
+    centre = {0: np.zeros(4), 1: np.full(4, 6.0)}
+
+    def draw(labels):
+        return np.stack([rng.normal(centre[c], 1.0) for c in labels])
+
+    val_labels, labels = np.repeat([0, 1], [520, 1480]), np.repeat([0, 1], 1000)
+    real = {"val": (draw(val_labels), val_labels)}
+    # the features are the images; P(pneumonia) is 1 where the first one is past midway
+    scorer = SetScorer(lambda x: (x, (x[:, 0] > 3).astype(float)), real, ["normal", "pneumonia"])
+    generated = draw(labels)
+    row = scorer.score_val(generated, labels)
+    unmatched = frechet_distance(generated, real["val"][0])
+    assert row["val_domain_fid"] < 0.1 < unmatched
+    assert row["class_agreement_normal"] > 0.99 and row["class_agreement_pneumonia"] > 0.99
+    assert set(row) == {"val_domain_fid", "class_agreement", "class_agreement_normal",
+                        "class_agreement_pneumonia", "saturated"}  # fmt: skip
+    with pytest.raises(KeyError):
+        scorer.score(generated, labels)  # no test split was given
+
+
+def test_reference_measures_how_far_val_and_test_lie_from_train():
+    """Train and val from one distribution, test shifted: train_vs_test_fid shows the
+    shift, train_vs_val_fid does not, whatever the class mixes."""
+    rng = np.random.default_rng(2)
+
+    def draw(labels, shift=0.0):
+        return np.stack([rng.normal(np.full(4, 6.0 * c + shift), 1.0) for c in labels])
+
+    labels = {"train": np.repeat([0, 1], [1000, 3000]), "val": np.repeat([0, 1], [300, 700]),
+              "test": np.repeat([0, 1], [600, 400])}  # fmt: skip
+    real = {s: (draw(y, 2.0 if s == "test" else 0.0), y) for s, y in labels.items()}
+    scorer = SetScorer(lambda x: (x, np.full(len(x), 0.5)), real, ["normal", "pneumonia"])
+    out = scorer.reference(real["test"][0][:50])
+    assert out["train_vs_val_fid"] < 0.1 and out["train_vs_test_fid"] > 10
+
+
+def test_guidance_sweep_takes_the_lowest_val_fid_among_scales_that_reach_the_target():
+    from tools.guidance_sweep import choose
+
+    def row(g, fid, normal, pneumonia):
+        return {"guidance": g, "val_domain_fid": fid, "class_agreement_normal": normal,
+                "class_agreement_pneumonia": pneumonia}  # fmt: skip
+
+    rows = [row(3, 10.0, 0.4, 0.9), row(10, 25.0, 0.74, 0.9), row(15, 20.0, 0.79, 0.9)]
+    assert choose(rows)["guidance"] == 15  # 3 has the lowest FID but misses the target
+    rows = [row(3, 10.0, 0.4, 0.9), row(5, 12.0, 0.6, 0.95), row(7.5, 14.0, 0.5, 0.99)]
+    assert choose(rows)["guidance"] == 5  # none reaches 0.7: the highest smaller class
+
+
+def test_variant_adapters_name_the_lcm_and_class_loras_per_sampler_and_variant():
+    from cxrlab.generation.model import variant_adapters
+
+    paths = type("Paths", (), {"lcm_lora": "models/lcm_lora", "lora": "models/lora"})
+    assert variant_adapters(paths, "ddim", "base", 0.8) == {}
+    assert variant_adapters(paths, "lcm", "base", 0.8) == {"lcm": ("models/lcm_lora", 1.0)}
+    assert variant_adapters(paths, "lcm", "lora", 0.8) == {
+        "lcm": ("models/lcm_lora", 1.0), "class": ("models/lora", 0.8)}  # fmt: skip
+
+
 def test_inception_input_is_299_px_three_channels_in_the_networks_range(tmp_path):
     class Probe(torch.nn.Module):
         def forward(self, x):  # what the network sees, per image

@@ -67,7 +67,7 @@ class CaptionerConfig:
         pretrained: A hub id or local path; None builds the model from this config.
         image_size: Input side in pixels (from the processor when pretrained).
         max_length: Longest training caption in tokens.
-        prompt: The instruction the LLaVA family sees before the caption. Beam search's
+        prompt: The instruction the LLaVA family sees before the caption. Decoding's
             ``no_repeat_ngram_size`` also counts the prompt's n-grams, so keep report
             phrases (such as "chest radiograph") out of it.
         system: The system turn before the prompt, for tokenizers with a chat template.
@@ -243,9 +243,9 @@ class CaptioningPaths:
 
 @dataclass(frozen=True)
 class DecodeParams:
-    """``captioning.decode``: beam search for test inference."""
+    """``captioning.decode``: test inference, greedy (``num_beams`` 1) or beam search."""
 
-    num_beams: int = 3
+    num_beams: int = 1
     max_new_tokens: int = 64
     no_repeat_ngram_size: int = 3
     batch_size: int = 8

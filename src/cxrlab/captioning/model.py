@@ -611,7 +611,7 @@ def generate_captions(
     max_new_tokens: int,
     no_repeat_ngram_size: int = 0,
 ) -> list[str]:
-    """Beam-search captions for a batch of images."""
+    """Captions for a batch of images: greedy with ``num_beams`` 1, else beam search."""
     model, tok = captioner.model, captioner.tokenizer
     model.eval()
     kwargs = {

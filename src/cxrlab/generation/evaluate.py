@@ -17,8 +17,11 @@ import torch.nn.functional as F
 from scipy import linalg
 from tqdm.auto import tqdm
 
+from cxrlab.classification.data import load_pneumoniamnist
+from cxrlab.classification.model import embed, load_classifier, predict_proba
 from cxrlab.core.pretrained import load_torchscript
 from cxrlab.core.runtime import device
+from cxrlab.core.transforms import to_tensor, to_uint8
 
 INCEPTION_SIZE = 299
 INCEPTION_RANGE = (-1.0, 0.9921875)  # the input range of the TensorFlow FID network
@@ -77,6 +80,27 @@ def inception_features(
     return features
 
 
+def classifier_features(path: str | Path) -> Callable[[np.ndarray], tuple]:
+    """A map from uint8 images to the trained classifier's (features, P(positive))."""
+    model, meta = load_classifier(path)
+
+    def features(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = to_tensor(images, meta["image_size"])
+        return embed(model, x).numpy(), predict_proba(model, x).numpy()
+
+    return features
+
+
+def real_sets(data: str | Path, resolution: int, splits=("val", "test")) -> dict:
+    """``{split: (uint8 images, labels)}`` of PneumoniaMNIST at ``resolution``.
+
+    The images pass through the generation resolution and back, as generated ones do.
+    """
+    loaded = load_pneumoniamnist(data)
+    return {s: (to_uint8(to_tensor(loaded[s].images, resolution)), loaded[s].labels)
+            for s in splits}  # fmt: skip
+
+
 def class_matched(labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Indices of the largest subset of ``labels`` with ``reference``'s class mix.
 
@@ -129,18 +153,23 @@ def saturated_fraction(images: np.ndarray, low: int = 5, high: int = 250) -> flo
     return float(((images <= low) | (images >= high)).mean())
 
 
-def score_set(features, prob_positive, prompted, real_features, class_names) -> dict[str, float]:
-    """Domain FID against real images, class agreement (overall and per class), diversity."""
+def agreement_scores(prob_positive, prompted, class_names) -> dict[str, float]:
+    """``class_agreement`` overall and ``class_agreement_<name>`` for each prompted class."""
     agree = class_agreement(prob_positive, prompted)
-    scores = {
-        "domain_fid": frechet_distance(features, real_features),
-        "class_agreement": agree["all"],
-        "diversity": mean_pairwise_distance(features),
-    }
+    scores = {"class_agreement": agree["all"]}
     for index, name in enumerate(class_names):
         if index in agree:
             scores[f"class_agreement_{name}"] = agree[index]
     return scores
+
+
+def score_set(features, prob_positive, prompted, real_features, class_names) -> dict[str, float]:
+    """Domain FID against real images, class agreement (overall and per class), diversity."""
+    return {
+        "domain_fid": frechet_distance(features, real_features),
+        **agreement_scores(prob_positive, prompted, class_names),
+        "diversity": mean_pairwise_distance(features),
+    }
 
 
 def compare_samplers(scores: dict[str, dict[str, dict[str, float]]], fast: str, slow: str):
@@ -169,21 +198,22 @@ class SetScorer:
 
     ``features`` maps uint8 images to (classifier features, P(positive)); ``inception``,
     when given, maps them to Inception pool features for the standard FID. ``real`` holds
-    the real ``val`` and ``test`` (images, labels) at the generation resolution.
+    the real ``val`` and ``test`` (images, labels) at the generation resolution; with
+    ``val`` alone, only :meth:`score_val` works, and no test image is read.
     """
 
     def __init__(self, features: Callable, real: dict, class_names, inception=None) -> None:
         self.features, self.inception, self.class_names = features, inception, class_names
         self.real = real
         self.domain = {split: features(images)[0] for split, (images, _) in real.items()}
-        self.test_inception = inception(real["test"][0]) if inception else None
+        self.test_inception = inception(real["test"][0]) if inception and "test" in real else None
 
     def score(self, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """Every score of one generated set (see the stage's docstring)."""
         feats, prob = self.features(images)
         test, test_labels = self.domain["test"], self.real["test"][1]
         row = score_set(feats, prob, labels, test, self.class_names)
-        row["val_domain_fid"] = frechet_distance(feats, self.domain["val"])  # choose on this
+        row["val_domain_fid"] = self._val_fid(feats, labels)  # choose on this
         matched = class_matched(labels, test_labels)
         row["domain_fid_matched"] = frechet_distance(feats[matched], test)
         for index, name in enumerate(self.class_names):
@@ -197,10 +227,33 @@ class SetScorer:
         row["saturated"] = saturated_fraction(images)
         return row
 
+    def score_val(self, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """The scores to choose params by, from val alone.
+
+        ``val_domain_fid``, class agreement (overall and per class), the saturated share.
+        """
+        feats, prob = self.features(images)
+        return {
+            "val_domain_fid": self._val_fid(feats, labels),
+            **agreement_scores(prob, labels, self.class_names),
+            "saturated": saturated_fraction(images),
+        }
+
+    def _val_fid(self, feats: np.ndarray, labels: np.ndarray) -> float:
+        """Domain FID against real val, the generated set cut to val's class mix first.
+
+        Val is 26/74 normal/pneumonia, the generated sets 50/50.
+        """
+        matched = class_matched(labels, self.real["val"][1])
+        return frechet_distance(feats[matched], self.domain["val"])
+
     def reference(self, reconstructed_test: np.ndarray) -> dict[str, float]:
         """The floors: real val against real test, and the VAE's test reconstructions.
 
-        The Inception FID of real val matches val's class mix to test's first.
+        The Inception FID of real val matches val's class mix to test's first. With a
+        ``train`` split in ``real`` (the images the generator learnt from), it adds
+        ``train_vs_<split>_fid`` for val and test, train cut to each split's class mix:
+        how far each split lies from what the generator could learn.
         """
         test, (val_images, val_labels) = self.domain["test"], self.real["val"]
         out = {
@@ -209,6 +262,12 @@ class SetScorer:
             "test_diversity": mean_pairwise_distance(test),
             "test_saturated": saturated_fraction(self.real["test"][0]),
         }
+        if "train" in self.real:
+            for split in ("val", "test"):
+                matched = class_matched(self.real["train"][1], self.real[split][1])
+                out[f"train_vs_{split}_fid"] = frechet_distance(
+                    self.domain["train"][matched], self.domain[split]
+                )
         if self.inception:
             matched = class_matched(val_labels, self.real["test"][1])
             out["val_vs_test_inception_fid"] = frechet_distance(

@@ -43,14 +43,15 @@ def plot_generation_scores(scores: dict, reference_fid: float, path: str | Path)
 def plot_sweep(rows: Sequence[dict[str, float]], x: str, path: str | Path) -> Path:
     """Generation scores of LCM + LoRA against one swept param ``x`` (one row per run).
 
-    Each row has ``x``, ``val_domain_fid``, ``domain_fid`` (test) and
-    ``class_agreement_<class>`` keys; the lines are sorted by ``x``.
+    Each row has ``x``, ``val_domain_fid`` and ``class_agreement_<class>`` keys, and
+    ``domain_fid`` (test) where the sweep read test; the lines are sorted by ``x``.
     """
     rows = sorted(rows, key=lambda r: r[x])
     xs = [r[x] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     left.plot(xs, [r["val_domain_fid"] for r in rows], "o-", color="#d73027", label="vs real val")
-    left.plot(xs, [r["domain_fid"] for r in rows], "s--", color="#999", label="vs real test")
+    if all("domain_fid" in r for r in rows):
+        left.plot(xs, [r["domain_fid"] for r in rows], "s--", color="#999", label="vs real test")
     left.set(title="LCM + LoRA domain FID (lower is better)", xlabel=x)
     left.legend(fontsize=8)
     for name, color in (("normal", "#4575b4"), ("pneumonia", "#d73027")):

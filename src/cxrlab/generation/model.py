@@ -390,6 +390,20 @@ def use_sampler(pipe, kind: str, base_config: dict) -> None:
     pipe.scheduler = schedulers[kind].from_config(base_config)
 
 
+def variant_adapters(paths, sampler: str, variant: str, lora_scale: float) -> dict:
+    """The adapters ``load_variant`` fuses for one sampler and variant.
+
+    ``lcm`` adds the LCM-LoRA, ``lora`` the class LoRA at ``lora_scale``; ``paths`` is
+    ``diffusion.paths``.
+    """
+    adapters = {"lcm": (paths.lcm_lora, 1.0)} if sampler == "lcm" else {}
+    if variant == "lora":
+        # not "lora": diffusers matches adapter names as substrings of "lora_A" keys and
+        # would log every LCM-LoRA key as missing
+        adapters["class"] = (paths.lora, lora_scale)
+    return adapters
+
+
 def load_variant(
     source: str | Path, adapters: dict[str, tuple[str | Path, float]], vae_slicing: bool = False
 ):
