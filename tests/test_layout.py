@@ -11,6 +11,7 @@ PARTS = {"classification", "segmentation", "cohort", "labeling", "generation", "
 CROSS_PART = {
     ("labeling", "classification"),  # choose_threshold: the same val-chosen threshold rule
     ("captioning", "classification"),  # nearest_neighbours: the retrieval baseline
+    ("generation", "classification"),  # the trained classifier scores the generated images
     ("captioning", "segmentation"),  # X-ray readers and the patient split
     ("cohort", "segmentation"),  # age_band: the segmentation subgroups' bands
 }
