@@ -35,7 +35,8 @@ def segmenter():
     from tests import tiny
     from tests.lungseg_fixtures import write_covid
 
-    train, val = tiny.segmentation_split(write_covid(Path(tempfile.mkdtemp()) / "covid_lungseg"))
+    with tempfile.TemporaryDirectory() as tmp:  # the split is read into memory
+        train, val = tiny.segmentation_split(write_covid(Path(tmp) / "covid_lungseg"))
     model = build_segmenter(tiny.SEGMENTER)
     result = train_segmenter(model, train, val, SegTrainConfig(epochs=3, batch_size=4))
     return model, [row["train_loss"] for row in result.history]

@@ -69,7 +69,7 @@ def test_hub_check_finds_every_repository_of_the_gpu_profile(skeleton_home):
     assert out.stdout.startswith("all 6 repositories the profile loads are in the cache")
 
 
-def test_the_profile_code_samples_from_the_skeletons_by_hub_id(skeleton_home):
+def test_the_profile_code_samples_from_the_skeletons_by_hub_id(skeleton_home, tmp_path):
     """The base pinned at the cached revision (train_diffusion_base), then load_variant and
     sample_images as generate_lora calls them."""
     code = f"""
@@ -78,12 +78,11 @@ from pathlib import Path
 from cxrlab.generation.model import (
     fetch_lora, load_variant, pin_pretrained, sample_images, use_sampler,
 )
-import sys, tempfile
-base = Path(tempfile.mkdtemp()) / "base"
+base = Path("{tmp_path}") / "base"
 pin = pin_pretrained("{SD15}", base)
 assert pin == {{"source": "{SD15}", "revision": "{SNAPSHOT}"}}, pin
 assert [f.name for f in base.iterdir()] == ["pretrained.json"]  # nothing copied
-lcm = fetch_lora("{LCM_SD15}", tempfile.mkdtemp() + "/lcm")
+lcm = fetch_lora("{LCM_SD15}", "{tmp_path}/lcm")
 plain = load_variant(base, {{}})
 fused = load_variant(base, {{"lcm": (lcm, 1.0)}})
 use_sampler(fused, "lcm", dict(fused.scheduler.config))
