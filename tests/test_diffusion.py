@@ -388,6 +388,27 @@ def test_the_fetched_fid_inception_gives_2048_features_that_tell_noise_from_x_ra
     assert frechet_distance(fa, fn) > 3 * frechet_distance(fa, fb)
 
 
+def test_the_fast_fid_inception_gives_the_shipped_networks_features():
+    """The eager channels-last rebuild (batch norms folded) matches the TorchScript file."""
+    weights = REPO / "data/raw/fid_inception/default_1.pt"
+    if not weights.is_file():
+        pytest.skip("fid_inception not fetched: make weights")
+    from cxrlab.core.pretrained import load_torchscript
+    from cxrlab.generation.inception import fast_inception
+
+    script = load_torchscript(weights)
+    fast = fast_inception(script)
+    assert not isinstance(fast, torch.jit.ScriptModule)
+    x = torch.rand(3, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        want, got = script(x), fast(x)
+    assert got.shape == want.shape == (3, 2048)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # any other TorchScript network runs as it is
+    other = torch.jit.script(torch.nn.Linear(2, 2))
+    assert fast_inception(other) is other
+
+
 def test_class_agreement_and_diversity_known_answers():
     prob = np.array([0.9, 0.2, 0.7, 0.1])
     shares = class_agreement(prob, np.array([1, 1, 0, 0]))

@@ -1,6 +1,6 @@
-"""Channels-last against the default memory format, for the CLIP and diffusion UNet steps.
+"""Channels-last against the default memory format: CLIP and UNet steps, FID Inception.
 
-    python -m tools.bench_memory_format [--rounds 3] [--steps 6]
+    python -m tools.bench_memory_format [--rounds 3] [--steps 6] [--models clip unet inception]
 
 Both models are built from params.yaml's cpu profile with random weights:
 
@@ -91,6 +91,28 @@ def unet_step(params, steps: int):
     return run
 
 
+def inception_batch(weights: str, steps: int):
+    """A function timing ``steps`` Inception batches, rebuilt channels-last or as shipped."""
+    from cxrlab.core.pretrained import load_torchscript
+    from cxrlab.generation.inception import fast_inception
+
+    script = load_torchscript(weights)
+    x = torch.rand(50, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    @torch.no_grad()
+    def run(channels_last: bool) -> float:
+        net = fast_inception(script) if channels_last else script
+        net(x[:2])  # warm-up, untimed
+        start = time.perf_counter()
+        for _ in range(steps):
+            net(x)
+        return (time.perf_counter() - start) / steps
+
+    with torch.no_grad():
+        run.max_abs_diff = float((fast_inception(script)(x) - script(x)).abs().max())
+    return run
+
+
 def main() -> None:
     """Alternate the two formats for each model and print the timings."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -102,6 +124,9 @@ def main() -> None:
     builders = {
         "clip": lambda: clip_step(parse_section(raw, "clip"), args.steps),
         "unet": lambda: unet_step(parse_section(raw, "diffusion"), args.steps),
+        "inception": lambda: inception_batch(
+            parse_section(raw, "diffusion").evaluate.inception, args.steps
+        ),
     }
     for name in args.models:
         run = builders[name]()
@@ -110,9 +135,11 @@ def main() -> None:
             ms["channels_last"].append(round(run(True) * 1000, 1))
             ms["default"].append(round(run(False) * 1000, 1))
         ratio = statistics.median(ms["channels_last"]) / statistics.median(ms["default"])
-        print(json.dumps({"model": name, "threads": torch.get_num_threads(),
-                          "ms_per_step": ms, "channels_last_over_default": round(ratio, 3)}),
-              flush=True)  # fmt: skip
+        row = {"model": name, "threads": torch.get_num_threads(), "ms_per_step": ms,
+               "channels_last_over_default": round(ratio, 3)}  # fmt: skip
+        if hasattr(run, "max_abs_diff"):
+            row["max_abs_feature_diff"] = run.max_abs_diff
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from cxrlab.classification.model import embed, load_classifier, predict_proba
 from cxrlab.core.pretrained import load_torchscript
 from cxrlab.core.runtime import device
 from cxrlab.core.transforms import to_tensor, to_uint8
+from cxrlab.generation.inception import fast_inception
 
 INCEPTION_SIZE = 299
 INCEPTION_RANGE = (-1.0, 0.9921875)  # the input range of the TensorFlow FID network
@@ -64,7 +65,7 @@ def inception_features(
     Each image is repeated over 3 channels, resized bilinearly to 299 px and scaled to
     the network's input range, as the FID reference tools do.
     """
-    net = load_torchscript(weights).to(device())
+    net = fast_inception(load_torchscript(weights)).to(device())
     low, high = INCEPTION_RANGE
 
     @torch.no_grad()
