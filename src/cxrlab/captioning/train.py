@@ -90,16 +90,21 @@ def train_captioner(
     weights = model if cfg.finetune == "full" else trainable_weights(model)
     run_id = fingerprint(cfg, captioner.cfg, texts, model_signature(weights))
     data, scorer = (x_train, texts, targets), CaptionScorer(meteor=False)
+    captions = [True]  # whether the epoch just trained is scored on greedy val captions
+
+    def train_epoch(epoch: int) -> float:
+        done = epoch + 1
+        captions[0] = done % cfg.val_captions_every == 0 or done == cfg.epochs
+        return _train_epoch(captioner, data, cfg, epoch, optimizer, scheduler, trainable)
+
     result = fit(
         weights,
         optimizer=optimizer,
         scheduler=scheduler,
         epochs=cfg.epochs,
         run_id=run_id,
-        train_epoch=lambda e: _train_epoch(
-            captioner, data, cfg, e, optimizer, scheduler, trainable
-        ),
-        validate=lambda: _validate(captioner, x_val, val_texts, scorer),
+        train_epoch=train_epoch,
+        validate=lambda: _validate(captioner, x_val, val_texts, scorer if captions[0] else None),
         keep=Keep.best(cfg.select),
         checkpoint=checkpoint_path,
         on_epoch=on_epoch,
@@ -148,13 +153,19 @@ def _train_epoch(captioner, data, cfg: CaptionTrainConfig, epoch, optimizer, sch
 
 @torch.no_grad()
 def _validate(captioner, x_val, val_texts: list[str], scorer) -> dict[str, float]:
-    """Val loss, and BLEU-4, CIDEr, distinct share, view and findings accuracy (greedy)."""
+    """Val loss, and with a ``scorer`` (None: the loss alone) greedy val captions' scores.
+
+    The scores: BLEU-4, CIDEr, distinct share, view and findings accuracy.
+    """
     captioner.model.eval()
     loss, generated = 0.0, []
     for i in range(0, len(val_texts), 32):
         x, texts_i = x_val[i : i + 32].to(device()), val_texts[i : i + 32]
         loss += caption_loss(captioner, x, texts_i).item() * len(texts_i)
-        generated += generate_captions(captioner, x, 1, captioner.cfg.max_length)
+        if scorer is not None:
+            generated += generate_captions(captioner, x, 1, captioner.cfg.max_length)
+    if scorer is None:
+        return {"val_loss": loss / len(val_texts)}
     scores = scorer.score(val_texts, generated) | grounding(val_texts, generated)
     return {
         "val_loss": loss / len(val_texts),
