@@ -90,21 +90,18 @@ def train_captioner(
     weights = model if cfg.finetune == "full" else trainable_weights(model)
     run_id = fingerprint(cfg, captioner.cfg, texts, model_signature(weights))
     data, scorer = (x_train, texts, targets), CaptionScorer(meteor=False)
-    captions = [True]  # whether the epoch just trained is scored on greedy val captions
-
-    def train_epoch(epoch: int) -> float:
-        done = epoch + 1
-        captions[0] = done % cfg.val_captions_every == 0 or done == cfg.epochs
-        return _train_epoch(captioner, data, cfg, epoch, optimizer, scheduler, trainable)
-
     result = fit(
         weights,
         optimizer=optimizer,
         scheduler=scheduler,
         epochs=cfg.epochs,
         run_id=run_id,
-        train_epoch=train_epoch,
-        validate=lambda: _validate(captioner, x_val, val_texts, scorer if captions[0] else None),
+        train_epoch=lambda e: _train_epoch(
+            captioner, data, cfg, e, optimizer, scheduler, trainable
+        ),
+        validate=lambda: _validate(
+            captioner, x_val, val_texts, scorer if _captions_due(scheduler, cfg, steps) else None
+        ),
         keep=Keep.best(cfg.select),
         checkpoint=checkpoint_path,
         on_epoch=on_epoch,
@@ -149,6 +146,12 @@ def _train_epoch(captioner, data, cfg: CaptionTrainConfig, epoch, optimizer, sch
                 loss = loss + cfg.align_weight * (1 - (pred * targets[idx]).sum(-1)).mean()
         total += optimizer_step(loss, optimizer, scheduler, trainable, max_grad_norm=1.0)
     return mean_over_processes(total / steps, 1.0)
+
+
+def _captions_due(scheduler, cfg: CaptionTrainConfig, steps: int) -> bool:
+    """Whether the epoch just trained gets greedy val captions (``cfg.val_captions_every``)."""
+    done = scheduler.last_epoch * cfg.epochs // steps  # epochs done: one scheduler step a batch
+    return done % cfg.val_captions_every == 0 or done == cfg.epochs
 
 
 @torch.no_grad()
