@@ -48,6 +48,7 @@ from cxrlab.captioning.train import train_captioner
 from cxrlab.core.augment import AugmentConfig
 from cxrlab.core.config import from_dict
 from cxrlab.core.errors import ConfigError, DataError
+from cxrlab.core.figures import plot_training_curves
 from cxrlab.core.utils import resumable_map
 from tests import tiny
 
@@ -137,6 +138,12 @@ def test_unknown_model_family_is_a_config_error():
         from_dict(CaptionerConfig, {"family": "gpt"}, "captioning.model")
 
 
+def test_selecting_by_a_caption_score_needs_val_captions_every_epoch():
+    with pytest.raises(ConfigError, match="val_captions_every must be 1, not 3"):
+        CaptionTrainConfig(select="val_cider", val_captions_every=3)
+    assert CaptionTrainConfig(select="val_loss", val_captions_every=3).val_captions_every == 3
+
+
 # --- models -------------------------------------------------------------------------
 
 
@@ -169,9 +176,13 @@ def test_tiny_captioner_learns_saves_and_reloads_to_identical_logits(family, tmp
         optim=tiny.optim(CaptionTrainConfig, lr=3e-2),
         augment=AugmentConfig(),
         align_weight=0.5,
+        val_captions_every=25,
     )
     history = train_captioner(captioner, (images, texts), (images, texts), cfg).history
     assert history[-1]["val_loss"] < 0.1 * history[0]["val_loss"]
+    # greedy val captions at epochs 25, 50 and the last only; the loss every epoch
+    assert [row["epoch"] for row in history if "val_cider" in row] == [25, 50, 60]
+    assert plot_training_curves(history, tmp_path / "curves.png").stat().st_size > 0
     assert not hasattr(captioner.model, "align_head")  # a training-only head
     save_captioner(captioner, tmp_path / "cap")
     reloaded = load_captioner(tmp_path / "cap")

@@ -286,6 +286,22 @@ def test_tiny_unet_learns_synthetic_lungs(covid):
     assert mask.shape == (64, 72)
 
 
+def test_segmenter_hands_its_patience_to_the_epoch_loop(covid, monkeypatch):
+    with pytest.raises(ConfigError, match="segmentation.train.patience' must be positive"):
+        SegTrainConfig(patience=0)
+    import cxrlab.segmentation.train as seg_train
+
+    seen = []
+    real_fit = seg_train.fit
+    monkeypatch.setattr(
+        seg_train, "fit", lambda *a, **kw: seen.append(kw["patience"]) or real_fit(*a, **kw)
+    )
+    train, val = tiny.segmentation_split(covid)
+    cfg = SegTrainConfig(epochs=1, batch_size=4, optim=tiny.optim(SegTrainConfig), patience=3)
+    train_segmenter(build_segmenter(tiny.SEGMENTER), train, val, cfg)
+    assert seen == [3]  # what fit does with it: test_training.py's early-stop test
+
+
 @pytest.mark.slow
 def test_interrupted_segmenter_training_resumes_to_the_same_weights(covid, tmp_path):
     train, val = tiny.segmentation_split(covid)

@@ -153,3 +153,48 @@ def test_one_optimizer_builder_groups_decay_scale_and_frozen_weights(schedule):
     assert peaks[("2.weight",)] == pytest.approx(1e-2)
     # fit logs the first group's LR: it must be a full-LR group, not a pretrained one's 0.1x
     assert optimizer.param_groups[0]["params"][0] is model[2].weight
+
+
+def _scripted_fit(val_dice: list[float], patience):
+    """fit on a linear model whose val Dice per epoch is scripted; the result and weights."""
+    from cxrlab.core.config import OptimConfig
+    from cxrlab.core.loop import Keep, fit, make_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    optim = OptimConfig(optimizer="adamw", lr=0.1, schedule="onecycle", warmup_frac=0.1)
+    optimizer, scheduler = make_optimizer(model, optim, total_steps=len(val_dice))
+    scores = iter(val_dice)
+
+    def train_epoch(epoch: int) -> float:
+        loss = model(torch.ones(4, 2)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        return loss.item()
+
+    result = fit(
+        model, optimizer=optimizer, scheduler=scheduler, epochs=len(val_dice), run_id="t",
+        train_epoch=train_epoch, validate=lambda: {"val_dice": next(scores)},
+        keep=Keep.best("val_dice"), patience=patience,
+    )  # fmt: skip
+    return result, weights(model)
+
+
+def test_early_stop_keeps_the_full_runs_weights_when_its_best_came_first():
+    dice = [0.5, 0.9, 0.6, 0.7, 0.8, 0.95]
+    full, full_weights = _scripted_fit(dice, patience=None)
+    assert (full.best_epoch, len(full.history)) == (6, 6)
+    # epochs 3-5 do not beat epoch 2: stop after 5 and keep 2, which a 6-epoch run loses to 6
+    early, early_weights = _scripted_fit(dice, patience=3)
+    assert (early.best_epoch, len(early.history)) == (2, 5)
+    assert early.history == full.history[:5]  # the LR schedule still spans 6 epochs
+
+    dice[-1] = 0.85  # now the full run's best is epoch 2 as well: the same weights
+    full, full_weights = _scripted_fit(dice, patience=None)
+    early, early_weights = _scripted_fit(dice, patience=3)
+    assert full.best_epoch == early.best_epoch == 2
+    assert torch.equal(early_weights, full_weights)
+    torch.manual_seed(0)
+    assert not torch.equal(early_weights, weights(torch.nn.Linear(2, 1)))  # it did train

@@ -175,6 +175,9 @@ class CaptionTrainConfig:
             The head is used in training only and not saved.
         select: The validation metric that picks the kept epoch: ``val_loss``
             (lowest), or ``val_bleu_4`` / ``val_cider`` (highest) of greedy captions.
+        val_captions_every: Write greedy val captions (BLEU-4, CIDEr, distinct share, view
+            and findings accuracy) every this many epochs and after the last; the val
+            loss comes every epoch. Selecting by a caption score needs 1.
         seed: Seeds the initialisation, the batch order and the augmentation.
     """
 
@@ -197,6 +200,7 @@ class CaptionTrainConfig:
     )
     align_weight: float = 0.0
     select: str = "val_loss"
+    val_captions_every: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -209,7 +213,14 @@ class CaptionTrainConfig:
                 f"captioning.train.select is '{self.select}'; "
                 "expected val_loss, val_bleu_4 or val_cider."
             )
-        check_positive(self, "captioning.train", "epochs", "batch_size", "optim.lr")
+        if self.select != "val_loss" and self.val_captions_every != 1:
+            raise ConfigError(
+                f"captioning.train.select is '{self.select}', a score of the val captions, so "
+                f"captioning.train.val_captions_every must be 1, not {self.val_captions_every}."
+            )
+        check_positive(
+            self, "captioning.train", "epochs", "batch_size", "optim.lr", "val_captions_every"
+        )
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,9 @@ def train_captioner(
         train_epoch=lambda e: _train_epoch(
             captioner, data, cfg, e, optimizer, scheduler, trainable
         ),
-        validate=lambda: _validate(captioner, x_val, val_texts, scorer),
+        validate=lambda: _validate(
+            captioner, x_val, val_texts, scorer if _captions_due(scheduler, cfg, steps) else None
+        ),
         keep=Keep.best(cfg.select),
         checkpoint=checkpoint_path,
         on_epoch=on_epoch,
@@ -146,15 +148,27 @@ def _train_epoch(captioner, data, cfg: CaptionTrainConfig, epoch, optimizer, sch
     return mean_over_processes(total / steps, 1.0)
 
 
+def _captions_due(scheduler, cfg: CaptionTrainConfig, steps: int) -> bool:
+    """Whether the epoch just trained gets greedy val captions (``cfg.val_captions_every``)."""
+    done = scheduler.last_epoch * cfg.epochs // steps  # epochs done: one scheduler step a batch
+    return done % cfg.val_captions_every == 0 or done == cfg.epochs
+
+
 @torch.no_grad()
 def _validate(captioner, x_val, val_texts: list[str], scorer) -> dict[str, float]:
-    """Val loss, and BLEU-4, CIDEr, distinct share, view and findings accuracy (greedy)."""
+    """Val loss, and with a ``scorer`` (None: the loss alone) greedy val captions' scores.
+
+    The scores: BLEU-4, CIDEr, distinct share, view and findings accuracy.
+    """
     captioner.model.eval()
     loss, generated = 0.0, []
     for i in range(0, len(val_texts), 32):
         x, texts_i = x_val[i : i + 32].to(device()), val_texts[i : i + 32]
         loss += caption_loss(captioner, x, texts_i).item() * len(texts_i)
-        generated += generate_captions(captioner, x, 1, captioner.cfg.max_length)
+        if scorer is not None:
+            generated += generate_captions(captioner, x, 1, captioner.cfg.max_length)
+    if scorer is None:
+        return {"val_loss": loss / len(val_texts)}
     scores = scorer.score(val_texts, generated) | grounding(val_texts, generated)
     return {
         "val_loss": loss / len(val_texts),

@@ -92,18 +92,24 @@ def save_gallery(
 
 
 def plot_training_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
-    """Plot losses and validation metrics per epoch, side by side, as a PNG."""
-    epochs = [row["epoch"] for row in history]
-    others = [k for k in history[0] if k.startswith("val_") and k != "val_loss"]
+    """Plot losses and validation metrics per epoch, side by side, as a PNG.
+
+    A metric some epochs lack (measured every few epochs) is drawn at the epochs that have it.
+    """
+    keys = list(dict.fromkeys(k for row in history for k in row))  # first-seen order
+
+    def curve(ax, key: str, label: str) -> None:
+        rows = [row for row in history if key in row]
+        ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker="o", label=label)
+
+    others = [k for k in keys if k.startswith("val_") and k != "val_loss"]
     fig, axes = plt.subplots(1, 2 if others else 1, figsize=(9 if others else 4.8, 3.4))
     left, right = (axes[0], axes[1]) if others else (axes, None)
-    for key in [k for k in ("train_loss", "val_loss") if k in history[0]]:
-        left.plot(epochs, [row[key] for row in history], marker="o", label=key.replace("_", " "))
+    for key in [k for k in ("train_loss", "val_loss") if k in keys]:
+        curve(left, key, key.replace("_", " "))
     left.set(xlabel="epoch", ylabel="loss", title="loss")
     for key in others:
-        right.plot(
-            epochs, [row[key] for row in history], marker="o", label=key[4:].replace("_", " ")
-        )
+        curve(right, key, key[4:].replace("_", " "))
     if right is not None:
         right.set(xlabel="epoch", title="validation")
     for ax in [a for a in (left, right) if a is not None]:

@@ -232,6 +232,7 @@ def fit(
     keep: Keep,
     checkpoint: str | Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    patience: int | None = None,
 ) -> TrainResult:
     """Run ``epochs`` epochs; on return ``model`` holds the weights of the kept one.
 
@@ -244,9 +245,10 @@ def fit(
         train_epoch: Trains epoch ``i`` (0-based) and returns its mean loss.
         validate: Returns validation metrics (keys start with ``val_``).
         keep: Which epoch's weights to keep (:class:`Keep`).
-        checkpoint: Saved after every epoch and resumed from; deleted at the end.
-            None disables checkpointing.
+        checkpoint: Saved after every epoch, resumed from, deleted at the end (None: never).
         on_epoch: Called with each epoch's row (also the replayed rows on resume).
+        patience: Stop once this many epochs in a row have not beaten the kept one (None:
+            never). The LR schedule still spans ``epochs``, as in a run without a stop.
 
     Returns:
         The kept epoch (1-based), its ``keep.key`` value, the history and the seconds.
@@ -265,12 +267,12 @@ def fit(
         history.append(row)
         bar.set_postfix(loss=f"{train_loss:.3f}", **{keep.key: f"{row[keep.key]:.4f}"})
         if checkpoint and is_main_process():  # every process resumes from it
-            state = {k: v.state_dict() for k, v in parts.items()}
-            state |= {"fingerprint": run_id, "epoch": epoch, "history": history}
-            state |= {"best_epoch": best["epoch"], "best_score": best["score"]}
-            save_checkpoint(checkpoint, state | {"best": best["weights"]})
+            _save(checkpoint, parts, run_id, epoch, history, best)
         if on_epoch:
             on_epoch(row)
+        if patience and epoch + 1 - best["epoch"] >= patience:
+            log.info("stopping early: %d epochs since the best, %d", patience, best["epoch"])
+            break
     seconds = time.perf_counter() - start
     model.load_state_dict(best["weights"])
     if checkpoint and is_main_process():
@@ -278,6 +280,14 @@ def fit(
     value = history[best["epoch"] - 1][keep.key]
     log.info("kept epoch %d (%s %.4f), %.1f s", best["epoch"], keep.key, value, seconds)
     return TrainResult(best["epoch"], float(value), history, seconds)
+
+
+def _save(checkpoint, parts: dict, run_id: str, epoch: int, history: list, best: dict) -> None:
+    """Checkpoint the run after ``epoch`` (0-based): its parts, history and kept weights."""
+    state = {k: v.state_dict() for k, v in parts.items()}
+    state |= {"fingerprint": run_id, "epoch": epoch, "history": history}
+    state |= {"best_epoch": best["epoch"], "best_score": best["score"]}
+    save_checkpoint(checkpoint, state | {"best": best["weights"]})
 
 
 def _resume(parts: dict, checkpoint, run_id: str, on_epoch) -> tuple[int, list, dict]:

@@ -80,6 +80,8 @@ class SegTrainConfig:
         bce_weight: Weight of the binary cross-entropy.
         channels_last: Use the channels-last memory format (faster on CPU).
         augment: Random geometric and intensity transforms.
+        patience: Stop after this many epochs without a better val Dice (None: never);
+            the LR schedule still spans ``epochs``.
     """
 
     seed: int = 0
@@ -90,9 +92,12 @@ class SegTrainConfig:
     bce_weight: float = 1.0
     channels_last: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         check_positive(self, "segmentation.train", "epochs", "batch_size", "optim.lr")
+        if self.patience is not None:
+            check_positive(self, "segmentation.train", "patience")
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ def train_segmenter(
         keep=Keep.best("val_dice"),
         checkpoint=checkpoint_path,
         on_epoch=on_epoch,
+        patience=cfg.patience,
     )
     model.to("cpu", memory_format=torch.contiguous_format)
     return result
