@@ -158,7 +158,7 @@ def test_one_optimizer_builder_groups_decay_scale_and_frozen_weights(schedule):
 def _scripted_fit(val_dice: list[float], patience):
     """fit on a linear model whose val Dice per epoch is scripted; the result and weights."""
     from cxrlab.core.config import OptimConfig
-    from cxrlab.core.loop import Keep, fit, make_optimizer
+    from cxrlab.core.loop import Keep, fit, make_optimizer, optimizer_step
 
     torch.manual_seed(0)
     model = torch.nn.Linear(2, 1)
@@ -167,12 +167,7 @@ def _scripted_fit(val_dice: list[float], patience):
     scores = iter(val_dice)
 
     def train_epoch(epoch: int) -> float:
-        loss = model(torch.ones(4, 2)).pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        return loss.item()
+        return optimizer_step(model(torch.ones(4, 2)).pow(2).mean(), optimizer, scheduler)
 
     result = fit(
         model, optimizer=optimizer, scheduler=scheduler, epochs=len(val_dice), run_id="t",
