@@ -13,7 +13,6 @@ Outputs: ``segmentation.paths.eval_live`` (dvclive metrics.json: per split, and 
 """
 
 import logging
-from functools import partial
 
 import pandas as pd
 from dvclive import Live
@@ -23,7 +22,7 @@ from cxrlab.params import load_section
 from cxrlab.segmentation.data import read_manifest
 from cxrlab.segmentation.evaluate import age_band, score_images, summarise
 from cxrlab.segmentation.figures import dice_by_group_figure, overlay_figure, pick_cases
-from cxrlab.segmentation.model import load_segmenter, predict_full_size
+from cxrlab.segmentation.model import full_size_predictor, load_segmenter
 from cxrlab.stage import run_stage
 
 log = logging.getLogger("evaluate_segmenter")
@@ -37,9 +36,7 @@ def main() -> None:
     paths, cfg = params.paths, params.eval
     seed_everything(params.train.seed)
     model, meta = load_segmenter(paths.model)
-    predict = partial(
-        predict_full_size, model, image_size=meta["image_size"], threshold=cfg.threshold
-    )
+    predict = full_size_predictor(model, meta, cfg)
     manifest = read_manifest(paths.prepared)
     kept = manifest[manifest.status == "kept"]
     post = cfg.postprocess

@@ -21,7 +21,7 @@ from cxrlab.core.utils import seed_everything, write_csv
 from cxrlab.params import load_section
 from cxrlab.segmentation.data import read_gray
 from cxrlab.segmentation.evaluate import lung_measurements, postprocess
-from cxrlab.segmentation.model import load_segmenter, predict_full_size
+from cxrlab.segmentation.model import full_size_predictor, load_segmenter
 from cxrlab.stage import run_stage
 
 log = logging.getLogger("measure_nih_lungs")
@@ -33,12 +33,13 @@ def main() -> None:
     paths, cfg = params.paths, params.eval
     seed_everything(params.train.seed)
     model, meta = load_segmenter(paths.model)
+    predict = full_size_predictor(model, meta, cfg)
     index = nih_index(paths.nih)
     spacing = nih_spacing(index)
     rows, panels = [], []
     for name, mm in tqdm(list(zip(index["Image Index"], spacing, strict=True)), desc="NIH"):
         image = read_gray(Path(paths.nih) / "images" / name)
-        raw = predict_full_size(model, image, meta["image_size"], cfg.threshold)
+        raw = predict(image)
         mask = postprocess(raw, cfg.postprocess.keep, cfg.postprocess.fill_holes)
         rows.append(
             {"image_id": f"nih_cxr14_sample:{name}", "pixel_spacing_mm": mm}

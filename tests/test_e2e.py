@@ -43,6 +43,7 @@ def repo(tmp_path_factory):
     params["clip"]["train"]["epochs"] = 2
     params["clip"]["subset"]["per_class"] = 20
     params["segmentation"]["prepare"]["image_size"] = 64
+    params["segmentation"]["eval"]["input_sizes"] = [64, 96]  # averaged, as the default's
     params["segmentation"]["train"]["epochs"] = 4
     diffusion = params["diffusion"]
     diffusion["model"]["vae"].update(block_out_channels=[8, 16, 16], norm_num_groups=4)

@@ -8,7 +8,12 @@ import torch
 
 from cxrlab.core.augment import AugmentConfig, augment_pair
 from cxrlab.core.errors import ConfigError, DataError
-from cxrlab.segmentation.config import SegmenterConfig, SegTrainConfig, names_weight_file
+from cxrlab.segmentation.config import (
+    SegmentationEval,
+    SegmenterConfig,
+    SegTrainConfig,
+    names_weight_file,
+)
 from cxrlab.segmentation.data import (
     IGNORE,
     encode_mask,
@@ -26,7 +31,12 @@ from cxrlab.segmentation.evaluate import (
     lung_measurements,
     postprocess,
 )
-from cxrlab.segmentation.model import build_segmenter, predict_full_size
+from cxrlab.segmentation.model import (
+    build_segmenter,
+    full_size_predictor,
+    full_size_probabilities,
+    predict_full_size,
+)
 from cxrlab.segmentation.train import segmentation_loss, train_segmenter
 from tests import tiny
 from tests.conftest import assert_resume_gives_the_same_weights
@@ -284,6 +294,32 @@ def test_tiny_unet_learns_synthetic_lungs(covid):
         model, read_pair(covid / "images/img13.png", covid / "masks/img13_mask.png")[0], 32
     )
     assert mask.shape == (64, 72)
+
+
+def test_full_size_masks_average_the_input_sizes_then_threshold(covid):
+    torch.manual_seed(0)
+    model = build_segmenter(tiny.SEGMENTER).eval()
+    image = read_pair(covid / "images/img13.png", covid / "masks/img13_mask.png")[0]
+    at_32, at_64 = full_size_probabilities(model, image, [32, 64])
+    assert at_32.shape == image.shape and not torch.equal(at_32, at_64)
+    # one size is the single-size prediction, exactly
+    assert np.array_equal(predict_full_size(model, image, 32), at_32.numpy() > 0.5)
+    assert np.array_equal(
+        predict_full_size(model, image, 32, input_sizes=[32]), at_32.numpy() > 0.5
+    )
+    threshold = float((at_32 + at_64).median() / 2)  # splits the averaged map about in half
+    both = predict_full_size(model, image, 32, threshold, input_sizes=[32, 64])
+    assert np.array_equal(both, ((at_32 + at_64) / 2).numpy() > threshold)
+    assert 0 < both.mean() < 1
+    # the stages' predictor takes both from segmentation.eval
+    cfg = SegmentationEval(threshold=threshold, input_sizes=[32, 64])
+    assert np.array_equal(full_size_predictor(model, {"image_size": 32}, cfg)(image), both)
+
+
+@pytest.mark.parametrize("sizes", [[], [192, 200], [0]])
+def test_eval_input_sizes_must_suit_the_unet(sizes):
+    with pytest.raises(ConfigError, match=r"segmentation.eval.input_sizes .*multiples of 32"):
+        SegmentationEval(input_sizes=sizes)
 
 
 def test_segmenter_hands_its_patience_to_the_epoch_loop(covid, monkeypatch):

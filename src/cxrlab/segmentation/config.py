@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 
 from cxrlab.core.augment import AugmentConfig
 from cxrlab.core.config import OptimConfig, check_positive
+from cxrlab.core.errors import ConfigError
+
+UNET_STRIDE = 32  # a depth-5 U-Net halves its input five times: sides must divide by this
 
 
 @dataclass(frozen=True)
@@ -138,12 +141,31 @@ class Postprocess:
 
 @dataclass(frozen=True)
 class SegmentationEval:
-    """``segmentation.eval``: thresholding, post-processing, subgroups and figures."""
+    """``segmentation.eval``: how full-size masks are predicted, subgroups and figures.
+
+    Attributes:
+        threshold: The lung probability at or below which a pixel is background.
+        input_sizes: Input sides the image is segmented at; their full-size lung
+            probabilities are averaged before thresholding. None: the training side alone.
+        postprocess: Clean-up of the thresholded mask.
+        age_bands: Edges of the test split's age bands.
+        overlay_cases: Best, median and worst test cases shown, this many each.
+    """
 
     threshold: float = 0.5
+    input_sizes: list[int] | None = None
     postprocess: Postprocess = field(default_factory=Postprocess)
     age_bands: list[int] = field(default_factory=lambda: [40, 60])
     overlay_cases: int = 3
+
+    def __post_init__(self) -> None:
+        if self.input_sizes is not None and (
+            not self.input_sizes or any(s <= 0 or s % UNET_STRIDE for s in self.input_sizes)
+        ):
+            raise ConfigError(
+                f"segmentation.eval.input_sizes {self.input_sizes}: give positive multiples "
+                f"of {UNET_STRIDE} (the U-Net's stride), or null for the training size."
+            )
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,23 +130,54 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 16) -
 
 
 @torch.no_grad()
+def full_size_probabilities(model: nn.Module, image: np.ndarray, sizes) -> torch.Tensor:
+    """Lung probabilities of one raw grayscale image at its own size, one per input side.
+
+    The image is normalised and resized to each side in ``sizes``; each probability map
+    is resized back bilinearly. Returns a (len(sizes), H, W) tensor.
+    """
+    from cxrlab.segmentation.data import normalize_xray, resize
+
+    norm = normalize_xray(image)
+    probs = [
+        F.interpolate(
+            predict_logits(model, resize(norm, size)[None])[None].sigmoid(),
+            size=image.shape, mode="bilinear", align_corners=False,
+        )[0, 0]
+        for size in sizes
+    ]  # fmt: skip
+    return torch.stack(probs)
+
+
 def predict_full_size(
-    model: nn.Module, image: np.ndarray, image_size: int, threshold: float = 0.5
+    model: nn.Module,
+    image: np.ndarray,
+    image_size: int,
+    threshold: float = 0.5,
+    input_sizes=None,
 ) -> np.ndarray:
     """Segment one raw grayscale image at its own size.
 
-    The image is normalised and resized to the network's input, and the lung
-    probability is resized back bilinearly before thresholding.
+    The mean of :func:`full_size_probabilities` over ``input_sizes`` (default: the
+    network's ``image_size`` alone) is thresholded.
 
     Returns:
         A boolean lung mask with the image's shape.
     """
-    from cxrlab.segmentation.data import normalize_xray, resize
+    sizes = input_sizes or (image_size,)
+    return full_size_probabilities(model, image, sizes).mean(0).numpy() > threshold
 
-    small = resize(normalize_xray(image), image_size)[None]
-    logits = predict_logits(model, small)[None]
-    prob = F.interpolate(logits.sigmoid(), size=image.shape, mode="bilinear", align_corners=False)
-    return prob[0, 0].numpy() > threshold
+
+def full_size_predictor(model: nn.Module, meta: dict[str, Any], cfg) -> Callable:
+    """A map from raw grayscale images to boolean lung masks.
+
+    ``cfg`` (``segmentation.eval``) gives the input sizes and the threshold; ``meta`` is
+    the saved config that :func:`load_segmenter` returns.
+    """
+    return partial(
+        predict_full_size, model, image_size=meta["image_size"],
+        threshold=cfg.threshold, input_sizes=cfg.input_sizes,
+    )  # fmt: skip
 
 
 def load_segmenter(directory: str | Path) -> tuple[nn.Module, dict[str, Any]]:
