@@ -522,6 +522,18 @@ def test_a_composed_llava_lora_trains_adapter_and_projector_and_reloads_from_its
     _assert_reload_gives_the_same_logits(captioner, tmp_path / "cap", images)
 
 
+def test_the_saved_captioner_is_the_same_offline_and_online(tmp_path):
+    """HF_HUB_OFFLINE=1 (make sets it) adds local_files_only to the tokenizer's init
+    arguments; the saved tokenizer files must not depend on it."""
+    captioner = build_captioner(_composed(tmp_path))
+    saved = []
+    for offline in (True, False):
+        captioner.tokenizer.init_kwargs["local_files_only"] = offline
+        save_captioner(captioner, tmp_path / f"cap-{offline}")
+        saved.append((tmp_path / f"cap-{offline}/tokenizer_config.json").read_text())
+    assert saved[0] == saved[1] and "local_files_only" not in saved[0]
+
+
 def test_a_composed_llava_with_bad_parts_fails_in_one_sentence(tmp_path):
     (tmp_path / "broken.gguf").write_bytes(b"GGUF but not really")
     broken = str(tmp_path / "broken.gguf")

@@ -419,6 +419,10 @@ def save_captioner(captioner: Captioner, directory: str | Path) -> None:
                 base.save_pretrained(tmp, state_dict=state)
         else:
             model.save_pretrained(tmp)
+        # transformers notes HF_HUB_OFFLINE as `local_files_only` among the tokenizer's init
+        # arguments: how its files were read, not part of it, and the saved folder (a DVC
+        # output) would differ between a shell with it and one without
+        captioner.tokenizer.init_kwargs.pop("local_files_only", None)
         captioner.tokenizer.save_pretrained(tmp)
         meta = {
             "config": dataclasses.asdict(cfg),
