@@ -1,4 +1,4 @@
-"""Input sizes and threshold of the trained segmenter, scored on the val split (test is not read).
+"""Input sizes and threshold of the trained segmenter, scored on val or train (never test).
 
     python -m tools.seg_inference_sweep                  # after train_segmenter
     python -m tools.seg_inference_sweep --sets 192 192,224 --thresholds 0.5 0.6
