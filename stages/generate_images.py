@@ -29,7 +29,7 @@ from cxrlab.core.utils import atomic_path, seed_everything
 from cxrlab.generation.model import (
     check_lora_record,
     load_variant,
-    sample_images,
+    sample_classes,
     use_sampler,
     variant_adapters,
 )
@@ -55,37 +55,30 @@ def main() -> None:
         raise ConfigError(f"clip.subset.text has no caption for class '{missing[0]}'.")
     if variant == "lora":
         check_lora_record(paths.lora)  # never sample from an adapter that diverged
+    prompts = [captions[c] for c in CLASS_NAMES]
     speed, out = {}, {}
     for sampler, sampling in cfg.samplers.items():
         adapters = variant_adapters(paths, sampler, variant, cfg.lora_scale)
         pipe = load_variant(paths.base, adapters, cfg.vae_slicing)
         use_sampler(pipe, sampler, dict(pipe.scheduler.config))
-        out[sampler], speed[sampler] = _generate(pipe, sampling, captions, cfg, res)
+        out[sampler], speed[sampler] = _generate(pipe, sampling, prompts, cfg, res)
         log.info("%s %s: %.2f images/s", sampler, variant, speed[sampler]["images_per_s"])
-    labels = np.repeat(np.arange(len(CLASS_NAMES)), cfg.per_prompt)
     dest = Path(paths.generated) / variant
     with atomic_path(dest) as tmp:
         tmp.mkdir(parents=True)
-        for sampler, images in out.items():
+        for sampler, (images, labels) in out.items():
             np.savez_compressed(tmp / f"{sampler}.npz", images=images, labels=labels)
         (tmp / "speed.json").write_text(json.dumps(speed, indent=2) + "\n")
     log.info("saved %s", dest)
 
 
-def _generate(pipe, sampling, captions, cfg, res) -> tuple[np.ndarray, dict]:
-    """``per_prompt`` images per class caption (seed ``seed + class``), and the speed."""
-
-    def run(c: int, n: int) -> np.ndarray:
-        return sample_images(
-            pipe, captions[CLASS_NAMES[c]], n, sampling.steps, sampling.guidance_scale,
-            cfg.seed + c, cfg.batch_size, res,
-        )  # fmt: skip
-
-    run(0, 2)  # warm-up, not timed
+def _generate(pipe, sampling, prompts, cfg, res) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+    """``per_prompt`` images per class prompt (seed ``seed + class``), and the speed."""
+    args = (sampling.steps, sampling.guidance_scale, cfg.seed, cfg.batch_size, res)
+    sample_classes(pipe, prompts[:1], 2, *args)  # warm-up, not timed
     start = time.perf_counter()
-    images = [run(c, cfg.per_prompt) for c in range(len(CLASS_NAMES))]
-    seconds = time.perf_counter() - start
-    return np.concatenate(images), {"images_per_s": len(CLASS_NAMES) * cfg.per_prompt / seconds}
+    images, labels = sample_classes(pipe, prompts, cfg.per_prompt, *args)
+    return (images, labels), {"images_per_s": len(images) / (time.perf_counter() - start)}
 
 
 if __name__ == "__main__":

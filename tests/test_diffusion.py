@@ -34,6 +34,7 @@ from cxrlab.generation.model import (
     encode_latents,
     load_pipeline,
     load_variant,
+    sample_classes,
     sample_images,
     save_lora,
     set_latent_scale,
@@ -243,6 +244,11 @@ def test_lcm_distillation_trains_only_the_lora_and_samples_in_four_steps(pipe, i
     assert a.shape == (3, 16, 16) and a.dtype == np.uint8
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert len(pipe.scheduler.timesteps) == 4
+    # Per class: prompt c from seed + c, labelled c, as generate_images saves them.
+    images, labels = sample_classes(pipe, ["a chest x-ray", "pneumonia"], 3, 4, 1.0, 1, 2, 16)
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1] and np.array_equal(images[:3], a)
+    second = sample_images(pipe, "pneumonia", 3, 4, 1.0, seed=2, batch_size=2, resolution=16)
+    assert np.array_equal(images[3:], second)
     with pytest.raises(DataError, match="unknown sampler"):
         use_sampler(pipe, "euler", dict(pipe.scheduler.config))
 

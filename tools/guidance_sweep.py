@@ -17,8 +17,6 @@ row per scale, marks the one the rule picks, and draws ``plot_sweep``'s figure.
 
 import argparse
 
-import numpy as np
-
 from cxrlab.classification.data import CLASS_NAMES
 from cxrlab.core.utils import seed_everything
 from cxrlab.generation.evaluate import SetScorer, classifier_features, real_sets
@@ -26,7 +24,7 @@ from cxrlab.generation.figures import plot_sweep
 from cxrlab.generation.model import (
     check_lora_record,
     load_variant,
-    sample_images,
+    sample_classes,
     use_sampler,
     variant_adapters,
 )
@@ -65,13 +63,11 @@ def main() -> None:
     steps, rows = cfg.samplers["lcm"].steps, []
     for scale in args.scales:
         seed_everything(cfg.seed)
-        images = [
-            sample_images(pipe, captions[name], cfg.per_prompt, steps, scale,
-                          cfg.seed + SEED_OFFSET + c, cfg.batch_size, res)
-            for c, name in enumerate(CLASS_NAMES)
-        ]  # fmt: skip
-        labels = np.repeat(np.arange(len(CLASS_NAMES)), cfg.per_prompt)
-        rows.append({"guidance": scale, **scorer.score_val(np.concatenate(images), labels)})
+        images, labels = sample_classes(
+            pipe, [captions[c] for c in CLASS_NAMES], cfg.per_prompt, steps, scale,
+            cfg.seed + SEED_OFFSET, cfg.batch_size, res,
+        )  # fmt: skip
+        rows.append({"guidance": scale, **scorer.score_val(images, labels)})
         print(f"guidance {scale:g}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[-1].items()
                                                  if k != "guidance"), flush=True)  # fmt: skip
     chosen = choose(rows)

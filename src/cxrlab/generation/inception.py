@@ -34,10 +34,6 @@ class _FoldedConv(nn.Module):
         return F.relu(F.conv2d(x, self.weight, self.bias, self.stride, self.padding))
 
 
-class _Chain(nn.Sequential):
-    """A scripted ``Sequential``: its children one after the other."""
-
-
 class _Branches(nn.ModuleList):
     """Inception blocks A-D: every child reads the input; outputs concatenated in order."""
 
@@ -67,7 +63,7 @@ def _rebuild(module: torch.jit.ScriptModule) -> nn.Module:
         return module  # the scripted pooling, with its own (TensorFlow) settings
     children = [(name, _rebuild(child)) for name, child in module.named_children()]
     if kind == "Sequential":
-        return _Chain(*(child for _, child in children))
+        return nn.Sequential(*(child for _, child in children))
     if kind in ("InceptionA", "InceptionB", "InceptionC", "InceptionD"):
         return _Branches(child for _, child in children)
     if kind == "InceptionE":

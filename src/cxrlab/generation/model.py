@@ -481,3 +481,21 @@ def sample_images(
         ).images
         out.append(np.round(images.mean(-1) * 255).astype(np.uint8))
     return np.concatenate(out)
+
+
+def sample_classes(
+    pipe, prompts: list[str], n: int, steps: int, guidance_scale: float, seed: int,
+    batch_size: int, resolution: int,
+):  # fmt: skip
+    """``n`` images per class prompt, as (uint8 images, their labels).
+
+    Prompt ``c`` (labels in prompt order) is sampled by :func:`sample_images` from seed
+    ``seed + c``.
+    """
+    import numpy as np
+
+    images = [
+        sample_images(pipe, prompt, n, steps, guidance_scale, seed + c, batch_size, resolution)
+        for c, prompt in enumerate(prompts)
+    ]
+    return np.concatenate(images), np.repeat(np.arange(len(prompts)), n)

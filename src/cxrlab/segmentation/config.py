@@ -12,7 +12,9 @@ from cxrlab.core.augment import AugmentConfig
 from cxrlab.core.config import OptimConfig, check_positive
 from cxrlab.core.errors import ConfigError
 
-UNET_STRIDE = 32  # a depth-5 U-Net halves its input five times: sides must divide by this
+# A depth-5 U-Net (the deepest encoder_depth) halves its input five times, so input sides
+# must divide by 32; that serves shallower ones too, whose strides divide 32.
+UNET_STRIDE = 32
 
 
 @dataclass(frozen=True)

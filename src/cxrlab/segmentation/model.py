@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from torch import nn
 from cxrlab.core.errors import ConfigError, DataError
 from cxrlab.core.runtime import device_of, run_batched
 from cxrlab.core.transforms import to_tensor
-from cxrlab.segmentation.config import SegmenterConfig, names_weight_file
+from cxrlab.segmentation.config import SegmentationEval, SegmenterConfig, names_weight_file
 
 
 def build_segmenter(cfg: SegmenterConfig) -> nn.Module:
@@ -154,7 +154,7 @@ def predict_full_size(
     image: np.ndarray,
     image_size: int,
     threshold: float = 0.5,
-    input_sizes=None,
+    input_sizes: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Segment one raw grayscale image at its own size.
 
@@ -168,7 +168,9 @@ def predict_full_size(
     return full_size_probabilities(model, image, sizes).mean(0).numpy() > threshold
 
 
-def full_size_predictor(model: nn.Module, meta: dict[str, Any], cfg) -> Callable:
+def full_size_predictor(
+    model: nn.Module, meta: dict[str, Any], cfg: SegmentationEval
+) -> Callable[[np.ndarray], np.ndarray]:
     """A map from raw grayscale images to boolean lung masks.
 
     ``cfg`` (``segmentation.eval``) gives the input sizes and the threshold; ``meta`` is
