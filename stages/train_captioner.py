@@ -4,7 +4,8 @@ Cross-entropy on the caption tokens, AdamW with linear warmup and decay, full or
 LoRA fine-tune (``captioning.train.finetune``); the epoch with the lowest val loss
 is kept. Checkpoints every epoch and resumes.
 
-Inputs:  ``captioning.paths.data``; params ``captioning.model``, ``captioning.train``.
+Inputs:  ``captioning.paths.data``; params ``captioning.model``, ``captioning.train``
+         (its ``precision`` over the top-level one).
 Outputs: ``captioning.paths.model`` (Hugging Face layout, ``adapter/`` for LoRA);
          ``captioning.paths.train_live``; ``paths.figures.training``.
 """
@@ -16,7 +17,7 @@ from cxrlab.captioning.model import build_captioner, save_captioner
 from cxrlab.captioning.train import train_captioner
 from cxrlab.core.figures import plot_training_curves
 from cxrlab.core.live import epoch_logger
-from cxrlab.core.runtime import is_main_process
+from cxrlab.core.runtime import is_main_process, use_precision
 from cxrlab.core.utils import seed_everything
 from cxrlab.params import load_section
 from cxrlab.stage import run_stage
@@ -28,6 +29,8 @@ def main() -> None:
     """Train and save the captioner."""
     params = load_section("captioning")
     paths, cfg = params.paths, params.train
+    if cfg.precision:  # the captioner's own, over the top-level param
+        log.info("training in %s", use_precision(cfg.precision))
     seed_everything(cfg.seed)
     pairs, images = load_caption_data(paths.data)
     captioner = build_captioner(params.model)

@@ -154,6 +154,9 @@ def test_the_cpu_captioner_is_the_composed_llava_and_cpu_blip_the_blip_built_her
     assert (blip.model.family, blip.model.vision.arch, blip.model.text.init) == (
         "blip", "vit", "minilm")  # fmt: skip
     assert blip.train.finetune == "full" and blip.train.lora_targets is None
+    # bf16 where the CPU has it was measured for the LLaVA captioner only: BLIP keeps
+    # the top-level precision
+    assert (cpu.train.precision, blip.train.precision) == ("auto", None)
     gpu = parse_section({**params, "profile": "gpu"}, "captioning")
     assert gpu.model.family == "blip" and gpu.train.finetune == "full"
     model = {**params["captioning"]["model"], "family": "blip"}

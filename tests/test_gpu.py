@@ -132,8 +132,29 @@ def test_fp32_precision_is_plain_fp32_and_bad_names_are_clear_errors(on_cpu_afte
     with autocast():
         assert torch.nn.Linear(4, 4)(torch.ones(2, 4)).dtype == torch.float32
     assert grad_scaler() is None and inference_dtype() == torch.float32
-    with pytest.raises(ConfigError, match="precision is 'half'; expected one of fp32, bf16"):
+    with pytest.raises(ConfigError, match="precision is 'half'; expected auto or one of fp32"):
         use_precision("half")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU's rule")
+@pytest.mark.parametrize(
+    ("caps", "onednn", "want"),
+    [
+        ({"avx512_bf16": True}, True, "bf16"),
+        ({"amx_bf16": True, "avx512_bf16": False}, True, "bf16"),
+        ({"avx512_bf16": False, "amx_bf16": False}, True, "fp32"),  # AVX2 or plain AVX-512
+        ({"avx512_bf16": True}, False, "fp32"),  # ONEDNN_MAX_CPU_ISA holds oneDNN back
+    ],
+)
+def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_instructions(
+    caps, onednn, want, monkeypatch, on_cpu_after
+):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn)
+    assert use_precision("auto") == want
+    with autocast():
+        out = torch.nn.Linear(4, 4)(torch.ones(2, 4))
+    assert out.dtype == {"bf16": torch.bfloat16, "fp32": torch.float32}[want]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")

@@ -179,6 +179,9 @@ class CaptionTrainConfig:
             and findings accuracy) every this many epochs and after the last; the val
             loss comes every epoch. Selecting by a caption score needs 1.
         seed: Seeds the initialisation, the batch order and the augmentation.
+        precision: This trainer's precision over the top-level ``precision`` param
+            (null keeps that): ``auto`` (bf16 where the device does bf16 in hardware,
+            else fp32), ``fp32``, ``bf16`` or ``fp16``.
     """
 
     finetune: Literal["full", "lora"] = "full"
@@ -202,6 +205,7 @@ class CaptionTrainConfig:
     select: str = "val_loss"
     val_captions_every: int = 1
     seed: int = 0
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         if self.finetune not in ("full", "lora"):

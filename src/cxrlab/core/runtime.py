@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 DEVICES = ("cpu", "cuda", "auto")
 _chosen = "cpu"
 # The ``precision`` param: the autocast dtype of training and the weights' of inference.
+# ``auto`` (:func:`use_precision`) resolves to bf16 or fp32 by what the device runs natively.
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _precision = "fp32"
 
@@ -73,17 +74,40 @@ def accelerator():
     return acc
 
 
-def use_precision(name: str) -> None:
+def use_precision(name: str) -> str:
     """Train under autocast to ``name`` (``bf16``, ``fp16``) or in full ``fp32`` from here on.
 
+    ``auto`` is bf16 where the device has bf16 arithmetic (:func:`native_bf16`), else fp32.
+    Returns the precision now in use.
+
     Raises:
-        ConfigError: For a name not in :data:`PRECISIONS`.
+        ConfigError: For a name neither ``auto`` nor in :data:`PRECISIONS`.
     """
     global _precision
+    if name == "auto":
+        name = "bf16" if native_bf16() else "fp32"
+        log.info("precision auto: %s on %s", name, device())
     if name not in PRECISIONS:
-        raise ConfigError(f"precision is '{name}'; expected one of {', '.join(PRECISIONS)}.")
+        raise ConfigError(
+            f"precision is '{name}'; expected auto or one of {', '.join(PRECISIONS)}."
+        )
     _precision = name
     grad_scaler.cache_clear()
+    return name
+
+
+def native_bf16() -> bool:
+    """Whether :func:`device` does bf16 arithmetic in hardware, not by emulation.
+
+    A GPU that supports bf16, or a CPU with AVX-512-BF16 or AMX-BF16 that oneDNN may use
+    (``ONEDNN_MAX_CPU_ISA`` can hold it back). On a CPU without them, bf16 autocast is
+    emulated: a LoRA captioner step measured 25-30x slower than fp32 (BENCHMARKS.md).
+    """
+    if device().type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    has_bf16 = bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    return has_bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def autocast() -> contextlib.AbstractContextManager:
