@@ -271,10 +271,7 @@ def fit(
         if on_epoch:
             on_epoch(row)
         if patience and epoch + 1 - best["epoch"] >= patience:
-            log.info(
-                "stopping early: no better %s in the %d epochs since epoch %d",
-                keep.key, patience, best["epoch"],
-            )  # fmt: skip
+            log.info("stopping early: no better %s for %d epochs", keep.key, patience)
             break
     seconds = time.perf_counter() - start
     model.load_state_dict(best["weights"])
